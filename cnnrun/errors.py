@@ -1,0 +1,38 @@
+"""User-facing errors: one clear message that names the config key at fault."""
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+
+class ConfigError(ValueError):
+    """A mistake in the user's configuration.
+
+    ``path`` names the config key or layer (``optim.lr``, ``model.layers[3] (conv)``); the CLI prints
+    ``error: <path>: <message>`` and exits with status 2, before any training starts.
+    """
+
+    def __init__(self, path: str | None, message: str):
+        self.path = path
+        self.message = message
+        super().__init__(f"{path}: {message}" if path else message)
+
+    def under(self, prefix: str) -> "ConfigError":
+        """The same error, located under ``prefix`` (``model.layers[2] (conv)`` + ``kernel_size``)."""
+        return ConfigError(prefix, f"{self.path}: {self.message}" if self.path else self.message)
+
+
+class Diverged(RuntimeError):
+    """The loss became NaN or infinite; the run stops at once."""
+
+    def __init__(self, epoch: int, step: int, value: float):
+        self.epoch, self.step, self.value = epoch, step, value
+        super().__init__(f"training diverged: loss is {value} at epoch {epoch}, step {step}")
+
+
+def did_you_mean(name: str, candidates: Iterable[str], n: int = 3) -> str:
+    """'; did you mean 'x'?' (or '' when nothing is close)."""
+    close = difflib.get_close_matches(str(name), list(candidates), n=n, cutoff=0.6)
+    if not close:
+        return ""
+    return "; did you mean " + " or ".join(f"'{c}'" for c in close) + "?"

@@ -1,0 +1,63 @@
+"""Normalisation, activations, dropout, flatten and fully connected layers."""
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from cnnrun.layers import args as A
+from cnnrun.layers.registry import register
+
+BATCHNORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+
+
+@register("bn", doc="batch normalisation of the input's rank", section="5.16")
+def bn(in_shape, *, eps=1e-5, momentum=0.1, affine=True):
+    A.positive_float("eps", eps)
+    A.probability("momentum", momentum)
+    A.boolean("affine", affine)
+    rank = max(len(in_shape) - 1, 1)  # a flat (F,) input normalises features with BatchNorm1d
+    return BATCHNORM[rank](in_shape[0], eps=eps, momentum=momentum, affine=affine), in_shape
+
+
+def _activation(name: str, factory, doc: str):
+    register(name, doc=doc, section="5.1.3")(lambda in_shape: (factory(), in_shape))
+
+
+_activation("relu", nn.ReLU, "rectified linear unit, max(0, x) (formula 5-1)")
+_activation("tanh", nn.Tanh, "hyperbolic tangent")
+_activation("sigmoid", nn.Sigmoid, "logistic sigmoid")
+_activation("gelu", nn.GELU, "Gaussian error linear unit")
+_activation("silu", nn.SiLU, "sigmoid-weighted linear unit (swish)")
+
+
+@register("leaky_relu", doc="leaky ReLU with slope negative_slope below zero", section="5.1.3")
+def leaky_relu(in_shape, *, negative_slope=0.01):
+    return nn.LeakyReLU(A.positive_float("negative_slope", negative_slope, allow_zero=True)), in_shape
+
+
+@register("elu", doc="exponential linear unit", section="5.1.3")
+def elu(in_shape, *, alpha=1.0):
+    return nn.ELU(A.positive_float("alpha", alpha)), in_shape
+
+
+@register("dropout", doc="element-wise dropout with probability p (generalization, 5.17)", section="5.17")
+def dropout(in_shape, *, p=0.5):
+    return nn.Dropout(A.probability("p", p)), in_shape
+
+
+@register("flatten", doc="flatten (C, *spatial) to a vector for fully connected layers", section="5.1.5")
+def flatten(in_shape):
+    return nn.Flatten(), (math.prod(in_shape),)
+
+
+@register("linear", doc="fully connected layer on a flat input", section="5.1.5")
+def linear(in_shape, *, out_features, bias=True):
+    in_features = A.flat_features("linear", in_shape)
+    out_features = A.positive_int("out_features", out_features)
+    return nn.Linear(in_features, out_features, bias=A.boolean("bias", bias)), (out_features,)
+
+
+@register("identity", doc="passes its input through unchanged")
+def identity(in_shape):
+    return nn.Identity(), in_shape

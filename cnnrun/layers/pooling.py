@@ -1,0 +1,93 @@
+"""Pooling layers (chapter 5.7). ``stride`` defaults to ``kernel_size``; ``kernel_size > stride`` overlaps."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnrun.layers import args as A
+from cnnrun.layers.padding import effective_kernel, output_shape, resolve_padding, symmetric, torch_pad_arg, with_prepad
+from cnnrun.layers.registry import register
+
+MAXPOOL = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
+AVGPOOL = {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3: nn.AvgPool3d}
+_AVG_FN = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
+
+
+def _window(layer, in_shape, kernel_size, stride, padding, dilation=1, ceil_mode=False):
+    rank = A.spatial_rank(layer, in_shape)
+    kernel = A.int_tuple("kernel_size", kernel_size, rank)
+    strides = kernel if stride is None else A.int_tuple("stride", stride, rank)
+    dilations = A.int_tuple("dilation", dilation, rank)
+    A.boolean("ceil_mode", ceil_mode)
+    pads = resolve_padding(padding, in_shape[1:], kernel, strides, dilations)
+    if padding not in ("same", "valid") and any(2 * p[0] > effective_kernel(k, d) for p, k, d in zip(pads, kernel, dilations)):
+        raise A.ConfigError("padding", f"must be at most half the pooling window {list(kernel)}, got {padding!r}")
+    out = output_shape(layer, in_shape, in_shape[0], kernel, strides, dilations, pads, ceil_mode)
+    return rank, kernel, strides, dilations, pads, out
+
+
+@register("maxpool", doc="max pooling; overlapping when kernel_size > stride", section="5.7")
+def maxpool(in_shape, *, kernel_size=2, stride=None, padding=0, dilation=1, ceil_mode=False):
+    rank, kernel, strides, dilations, pads, out = _window("maxpool", in_shape, kernel_size, stride, padding,
+                                                          dilation, ceil_mode)
+    sym = symmetric(pads)
+    module = MAXPOOL[rank](kernel, strides, padding=sym or 0, dilation=dilations, ceil_mode=ceil_mode)
+    if sym is None:  # SAME with odd total padding: pad with -inf so padded cells never win
+        with_prepad(module, pads, value=float("-inf"))
+    return module, out
+
+
+class AvgPoolSame(nn.Module):
+    """Average pooling with asymmetric (SAME) padding whose divisor counts only real input cells, as TensorFlow."""
+
+    def __init__(self, kernel, stride, pads):
+        super().__init__()
+        self.kernel, self.stride, self.pad = tuple(kernel), tuple(stride), torch_pad_arg(pads)
+
+    def forward(self, x):
+        pool = _AVG_FN[len(self.kernel)]
+        total = pool(F.pad(x, self.pad), self.kernel, self.stride)
+        ones = torch.ones((1, 1, *x.shape[2:]), dtype=x.dtype, device=x.device)
+        return total / pool(F.pad(ones, self.pad), self.kernel, self.stride)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel}, stride={self.stride}, pre_pad={self.pad}"
+
+
+@register("avgpool", doc="average pooling; padding: same averages over real cells only", section="5.7")
+def avgpool(in_shape, *, kernel_size=2, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+    rank, kernel, strides, _, pads, out = _window("avgpool", in_shape, kernel_size, stride, padding, 1, ceil_mode)
+    A.boolean("count_include_pad", count_include_pad)
+    sym = symmetric(pads)
+    if sym is None:
+        return AvgPoolSame(kernel, strides, pads), out
+    include = count_include_pad and padding != "same"
+    return AVGPOOL[rank](kernel, strides, padding=sym, ceil_mode=ceil_mode, count_include_pad=include), out
+
+
+class GlobalPool(nn.Module):
+    """Mean or max over every spatial position: (N, C, *spatial) -> (N, C)."""
+
+    def __init__(self, mode: str):
+        super().__init__()
+        self.mode = mode
+
+    def forward(self, x):
+        flat = x.flatten(2)
+        return flat.mean(2) if self.mode == "avg" else flat.amax(2)
+
+    def extra_repr(self):
+        return f"mode={self.mode}"
+
+
+@register("global_avgpool", doc="global average pooling to a (C,) vector (NIN, GoogLeNet)", section="5.8")
+def global_avgpool(in_shape):
+    A.spatial_rank("global_avgpool", in_shape)
+    return GlobalPool("avg"), (in_shape[0],)
+
+
+@register("global_maxpool", doc="global max pooling to a (C,) vector", section="5.7")
+def global_maxpool(in_shape):
+    A.spatial_rank("global_maxpool", in_shape)
+    return GlobalPool("max"), (in_shape[0],)

@@ -1,0 +1,133 @@
+"""Model spec + input shape -> nn.Module, with a record of every layer's shapes.
+
+A spec is a mapping with ``name`` and ``layers``; each item of ``layers`` is a bare layer name (``- relu``) or a
+one-key mapping from a layer name to its arguments (``- conv: {out_channels: 6, kernel_size: 5}``). Input channels
+and features are never written: they are propagated from the input shape.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from torch import nn
+
+from cnnrun.errors import ConfigError
+from cnnrun.layers.args import fmt_shape
+from cnnrun.layers.registry import get_layer_type
+
+Shape = tuple[int, ...]
+
+
+@dataclass
+class LayerRecord:
+    """What one layer does to the shape: its config path, type, shapes and parameter count."""
+
+    path: str
+    type: str
+    in_shape: Shape
+    out_shape: Shape
+    params: int
+    module: nn.Module = field(repr=False)
+    depth: int = 0
+
+
+class CnnModel(nn.Module):
+    """The network built from a spec: ``layers`` is an ``nn.Sequential`` of the registered layers."""
+
+    def __init__(self, name: str, layers: nn.Sequential, input_shape: Shape, output_shape: Shape,
+                 records: list[LayerRecord]):
+        super().__init__()
+        self.name = name
+        self.layers = layers
+        self.input_shape = tuple(input_shape)
+        self.output_shape = tuple(output_shape)
+        self.records = records
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+def parse_item(item: Any, path: str) -> tuple[str, dict[str, Any]]:
+    """A layer item -> (type name, arguments)."""
+    if isinstance(item, str):
+        return item, {}
+    if isinstance(item, Mapping) and len(item) == 1:
+        (name, args), = item.items()
+        if args is None:
+            return name, {}
+        if isinstance(args, Mapping):
+            return name, dict(args)
+        raise ConfigError(f"{path} ({name})", f"arguments must be a mapping such as {{out_channels: 16}}, "
+                                              f"got {args!r}")
+    raise ConfigError(path, "a layer must be a layer name (- relu) or a one-key mapping from a layer name to its "
+                            f"arguments (- conv: {{out_channels: 6, kernel_size: 5}}), got {item!r}")
+
+
+def build_layers(items: Sequence[Any], in_shape: Shape, prefix: str, depth: int = 0
+                 ) -> tuple[nn.Sequential, Shape, list[LayerRecord]]:
+    """Build a layer list, propagating the shape; errors are located at ``prefix[i] (type)``."""
+    if not isinstance(items, (list, tuple)) or not items:
+        raise ConfigError(prefix, "must be a non-empty list of layers")
+    modules, records, shape = [], [], tuple(in_shape)
+    for i, item in enumerate(items):
+        path = f"{prefix}[{i}]"
+        name, args = parse_item(item, path)
+        where = f"{path} ({name})"
+        try:
+            module, out_shape = get_layer_type(name).build(shape, args)
+        except ConfigError as err:
+            raise err.under(where) from None
+        params = sum(p.numel() for p in module.parameters())
+        records.append(LayerRecord(where.split(" ")[0], name, shape, tuple(out_shape), params, module, depth))
+        records.extend(getattr(module, "child_records", []))
+        modules.append(module)
+        shape = tuple(out_shape)
+    return nn.Sequential(*modules), shape, records
+
+
+def _plain_spec(model: Any, input_shape: Shape, num_classes: int | None) -> dict[str, Any]:
+    """Resolve the model config's interpolations (``${data.num_classes}``, ``${model.width}``) to plain values."""
+    data: dict[str, Any] = {}
+    if isinstance(model, DictConfig):
+        root = model._get_root()
+        if root is not model and isinstance(root.get("data", None), DictConfig):
+            data = OmegaConf.to_container(root.data, resolve=False)
+        raw = OmegaConf.to_container(model, resolve=False)
+    elif isinstance(model, Mapping):
+        raw = OmegaConf.to_container(OmegaConf.create(dict(model)), resolve=False)
+    else:
+        raise ConfigError("model", f"must be a mapping with 'name' and 'layers', got {type(model).__name__}")
+    data["input_shape"] = list(input_shape)
+    if num_classes is not None:
+        data["num_classes"] = num_classes
+    try:
+        wrapper = OmegaConf.create({"model": raw, "data": data})
+        return OmegaConf.to_container(wrapper.model, resolve=True)
+    except OmegaConfBaseException as err:
+        raise ConfigError("model", f"cannot resolve the model config: {err}".split("\n")[0]) from None
+
+
+def build_model(model: Any, input_shape: Sequence[int], num_classes: int | None = None) -> CnnModel:
+    """Build the network described by ``model`` (a mapping or DictConfig with ``name`` and ``layers``).
+
+    ``input_shape`` excludes the batch dimension, e.g. ``(1, 32, 32)``. When ``num_classes`` is given, the last layer
+    must produce exactly that many values. Raises :class:`~cnnrun.errors.ConfigError` naming the layer at fault.
+    """
+    if isinstance(model, ListConfig) or not isinstance(model, (Mapping, DictConfig)):
+        raise ConfigError("model", "must be a mapping with 'name' and 'layers'")
+    input_shape = tuple(int(s) for s in input_shape)
+    if not input_shape or any(s <= 0 for s in input_shape):
+        raise ConfigError("data.input_shape", f"must be a list of positive sizes, got {list(input_shape)}")
+    spec = _plain_spec(model, input_shape, num_classes)
+    if "layers" not in spec:
+        raise ConfigError("model", "has no 'layers' list")
+    layers, out_shape, records = build_layers(spec["layers"], input_shape, "model.layers")
+    if num_classes is not None and tuple(out_shape) != (num_classes,):
+        top = [r for r in records if r.depth == 0][-1]
+        raise ConfigError(f"{top.path} ({top.type})",
+                          f"the model's output shape is {fmt_shape(out_shape)} but data.num_classes is {num_classes}; "
+                          f"end the model with a layer of width {num_classes}, e.g. "
+                          "'- linear: {out_features: \"${data.num_classes}\"}'")
+    return CnnModel(str(spec.get("name", "model")), layers, input_shape, out_shape, records)

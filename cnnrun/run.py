@@ -1,0 +1,102 @@
+"""``run(cfg)``: what the CLI does for one config. Every run leaves a self-contained folder:
+
+    config.yaml  summary.json  metrics.json  checkpoints/{best,last}.ckpt  tensorboard/
+"""
+from __future__ import annotations
+
+import os
+import platform
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from cnnrun.config import check_root, import_user_modules, run_dir_and_overrides, to_plain
+from cnnrun.errors import ConfigError, Diverged
+from cnnrun.runfiles import print_summary, write_config, write_json
+
+def check_config(plain: dict[str, Any]):
+    """Everything that can be checked before data are loaded; returns the built model (or None in test mode)."""
+    from cnnrun.data import check_data_config
+    from cnnrun.model import build_model
+    from cnnrun.train.optim import check_schedule, make_optimizer
+
+    check_root(plain)
+    import_user_modules(plain.get("imports") or [])
+    check_data_config(plain["data"])
+    model = build_model(plain["model"], plain["data"]["input_shape"], plain["data"]["num_classes"])
+    if plain["mode"] == "summary":
+        return model
+    import torch
+
+    make_optimizer([torch.nn.Parameter(torch.zeros(1))], plain["optim"])
+    check_schedule(plain["sched"])
+    from cnnrun.train.trainer import check_trainer_config
+
+    check_trainer_config(plain["trainer"])
+    return model
+
+
+def run(cfg: DictConfig | dict, output_dir: str | os.PathLike | None = None) -> dict[str, float]:
+    """Run ``cfg`` (from :func:`cnnrun.compose` or the CLI) as the CLI does; return the final metrics.
+
+    Writes ``metrics.json`` in every case. Raises :class:`ConfigError` for a bad config (before any training),
+    :class:`Diverged` when the loss becomes NaN or infinite, and lets other errors through after recording them.
+    """
+    started = time.time()
+    run_dir, overrides = run_dir_and_overrides(output_dir)
+    record: dict[str, Any] = {
+        "status": "failed", "error": None, "metrics": {}, "params": None, "duration_s": None,
+        "overrides": overrides, "seed": None, "mode": None, "run_dir": str(run_dir),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+        "host": platform.node(),
+    }
+    try:
+        plain = to_plain(cfg)
+        record["seed"], record["mode"] = plain.get("seed"), plain.get("mode")
+        write_config(run_dir, plain)
+        if plain.get("mode") == "summary":
+            import torch
+
+            if isinstance(plain.get("seed"), int):
+                torch.manual_seed(plain["seed"])
+            model = check_config(plain)
+            return _summary_only(plain, model, run_dir, record)
+        import pytorch_lightning as pl
+
+        pl.seed_everything(plain.get("seed") if isinstance(plain.get("seed"), int) else 0, workers=True,
+                           verbose=False)
+        model = check_config(plain)
+        record["params"] = sum(p.numel() for p in model.parameters())
+        from cnnrun.train.fit import fit_and_test
+
+        fit_and_test(plain, model, run_dir, record, started)
+        record["status"] = "completed"
+        return dict(record["metrics"])
+    except Diverged as err:
+        record["status"], record["error"] = "diverged", str(err)
+        record["diverged_at"] = {"epoch": err.epoch, "step": err.step}
+        raise
+    except ConfigError as err:
+        record["error"] = str(err)
+        raise
+    except BaseException as err:
+        record["error"] = f"{type(err).__name__}: {err}"
+        record["traceback"] = traceback.format_exc(limit=20)
+        raise
+    finally:
+        record["duration_s"] = round(time.time() - started, 3)
+        write_json(run_dir / "metrics.json", record)
+
+
+def _summary_only(plain, model, run_dir: Path, record: dict[str, Any]) -> dict[str, float]:
+    from cnnrun.model import summarize
+
+    summary = summarize(model, plain["data"]["input_shape"])
+    write_json(run_dir / "summary.json", summary)
+    print_summary(summary)
+    record["params"] = summary["total_params"]
+    record["status"] = "completed"
+    return {}

@@ -1,0 +1,48 @@
+"""What a run writes into its folder, and how it prints: shared by every mode."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write atomically, so that a reader never sees half a file."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def write_config(run_dir: Path, plain: dict[str, Any]) -> None:
+    """The resolved config, as YAML (``config.yaml``)."""
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(plain)))
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+
+    from cnnrun.model import render_summary
+
+    Console().print(render_summary(summary))
+
+
+def flat_hparams(plain: dict[str, Any]) -> dict[str, Any]:
+    """Flat hyperparameters for TensorBoard's HPARAMS tab (the layer list and data statistics left out)."""
+    out: dict[str, Any] = {"seed": plain["seed"]}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k not in ("layers", "stats"):
+                    walk(f"{prefix}.{k}", v)
+        elif isinstance(node, (int, float, str, bool)):
+            out[prefix] = node
+        elif node is not None:
+            out[prefix] = str(node)
+
+    for group in ("model", "data", "optim", "sched", "trainer"):
+        walk(group, plain.get(group, {}))
+    return out

@@ -1,0 +1,102 @@
+"""Train (fit, then test the best checkpoint) or test a checkpoint; fill the run's metrics record."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from cnnrun.data import load_data
+from cnnrun.errors import ConfigError
+from cnnrun.model import build_model, summarize
+from cnnrun.train.datamodule import InMemoryDataModule
+from cnnrun.train.module import Classifier
+from cnnrun.runfiles import flat_hparams, print_summary, write_config, write_json
+from cnnrun.train.trainer import make_trainer
+
+
+class _FirstStepTimer(pl.Callback):
+    """Records when the first optimisation step starts (for the start-up time in metrics.json)."""
+
+    def __init__(self):
+        self.at: float | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.at is None:
+            self.at = time.time()
+
+
+def _summary_markdown(summary: dict[str, Any]) -> str:
+    lines = ["| layer | type | output shape | params | MACs |", "|---|---|---|---:|---:|"]
+    for row in summary["layers"]:
+        lines.append(f"| {'&nbsp;&nbsp;' * row['depth']}{row['name']} | {row['type']} | "
+                     f"{tuple(row['output_shape'])} | {row['params']:,} | {row['macs']:,} |")
+    lines.append(f"\n**total params** {summary['total_params']:,} · **MACs** {summary['macs']:,}")
+    return "\n".join(lines)
+
+
+def _model_from_checkpoint(plain: dict[str, Any]) -> torch.nn.Module:
+    """The checkpoint's own model spec, so that the weights always fit the architecture."""
+    ckpt = torch.load(plain["ckpt_path"], map_location="cpu", weights_only=True)
+    saved = ckpt.get("hyper_parameters", {}).get("config")
+    if not saved:
+        raise ConfigError("ckpt_path", f"{plain['ckpt_path']} was not written by cnnrun (no config inside)")
+    if list(saved["data"]["input_shape"]) != list(plain["data"]["input_shape"]):
+        raise ConfigError("data.input_shape", f"is {plain['data']['input_shape']} but the checkpoint's model was "
+                                              f"built for {saved['data']['input_shape']}")
+    plain["model"] = saved["model"]
+    return build_model(saved["model"], saved["data"]["input_shape"], saved["data"]["num_classes"])
+
+
+def fit_and_test(plain: dict[str, Any], model: torch.nn.Module, run_dir: Path, record: dict[str, Any],
+                 started: float) -> None:
+    if plain["mode"] == "test":
+        model = _model_from_checkpoint(plain)
+    splits = load_data(plain["data"])
+    plain["data"]["stats"] = splits.stats
+    record["data_sizes"] = splits.sizes()
+    write_config(run_dir, plain)
+
+    summary = summarize(model, plain["data"]["input_shape"])
+    write_json(run_dir / "summary.json", summary)
+    print_summary(summary)
+    record["params"] = summary["total_params"]
+
+    module = Classifier(plain, model)
+    datamodule = InMemoryDataModule(splits, plain["data"]["batch_size"], plain["seed"])
+    trainer = make_trainer(plain, run_dir)
+    timer = _FirstStepTimer()
+    trainer.callbacks.append(timer)
+    tb = trainer.logger
+    if tb is not None and plain.get("logger", {}).get("log_summary", True):
+        tb.experiment.add_text("model/summary", _summary_markdown(summary), 0)
+
+    if plain["mode"] == "train":
+        trainer.fit(module, datamodule=datamodule, ckpt_path=plain.get("ckpt_path"))
+        if timer.at is not None:
+            record["time_to_first_step_s"] = round(timer.at - started, 3)
+        ckpt_cb = trainer.checkpoint_callback
+        best = ckpt_cb.best_model_path if ckpt_cb is not None else ""
+        record["best_checkpoint"] = best or None
+        record["best_val_acc"] = float(ckpt_cb.best_model_score) if best and ckpt_cb.best_model_score is not None \
+            else None
+        test_ckpt = best or None
+    else:
+        test_ckpt = plain["ckpt_path"]
+    trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt, verbose=True)
+
+    last = module.history[-1] if module.history else {}
+    metrics = {k: last[k] for k in ("train/loss", "train/acc", "val/loss", "val/acc") if k in last}
+    metrics.update(getattr(module, "test_metrics", {}))
+    record["metrics"] = metrics
+    record["epochs"] = len(module.history)
+    record["history"] = module.history
+    if tb is not None:
+        final = {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items()}
+        if "train/acc" in metrics and "val/acc" in metrics:
+            final["hp/gap"] = metrics["train/acc"] - metrics["val/acc"]
+        tb.log_hyperparams(flat_hparams(plain), final)
+        tb.finalize("success")
+    print(f"run folder: {run_dir}\n" + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()))

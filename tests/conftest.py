@@ -1,0 +1,29 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# In-process runs: no progress bar, so test logs stay readable.
+QUIET = ["callbacks.progress_bar.refresh_rate=0"]
+
+
+def run_cli(args, cwd, env=None, timeout=300):
+    """Run ``python -m cnnrun <args>`` in a subprocess; returns the CompletedProcess."""
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("HYDRA_FULL_ERROR", None) if not (env and "HYDRA_FULL_ERROR" in env) else None
+    return subprocess.run([sys.executable, "-m", "cnnrun", *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture
+def quick_cfg():
+    """compose() with a short, quiet training setup."""
+    from cnnrun import compose
+
+    def make(*overrides):
+        return compose([*QUIET, "trainer.max_epochs=2", *overrides])
+
+    return make

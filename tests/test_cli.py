@@ -1,0 +1,116 @@
+"""The command line, in subprocesses with temporary output folders (as users run it)."""
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, run_cli
+
+
+def only_run(base: Path) -> Path:
+    runs = [p for p in (base / "outputs" / "runs").iterdir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def test_default_run_writes_a_complete_folder(tmp_path):
+    proc = run_cli(["trainer.max_epochs=1", "optim.lr=0.05"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = only_run(tmp_path)
+    names = {p.name for p in run_dir.iterdir()}
+    assert {".hydra", "config.yaml", "summary.json", "metrics.json", "checkpoints", "tensorboard"} <= names
+    assert {p.name for p in (run_dir / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["status"] == "completed"
+    assert record["overrides"] == ["trainer.max_epochs=1", "optim.lr=0.05"]
+    assert "test/acc" in proc.stdout and "61,706" in proc.stdout  # the summary table and the test metrics
+
+
+def test_summary_mode_prints_the_table_without_training(tmp_path):
+    proc = run_cli(["mode=summary", "model=lenet5"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "61,706" in proc.stdout and "avgpool" in proc.stdout
+    run_dir = only_run(tmp_path)
+    assert json.loads((run_dir / "summary.json").read_text())["total_params"] == 61_706
+    assert not (run_dir / "checkpoints").exists()
+    assert "pytorch_lightning" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["model.layers.0.conv.kernal_size=5", "trainer.max_epochs=1"],
+     "error: model.layers[0] (conv): unknown argument 'kernal_size'; did you mean 'kernel_size'?"),
+    (["optim.lr=-0.1"], "error: optim.lr: must be a positive number, got -0.1"),
+    (["model=lenet6"], "Could not find 'model/lenet6'"),
+])
+def test_user_errors_exit_2_without_traceback(tmp_path, args, message):
+    if "kernal_size" in args[0]:
+        args = ["+" + args[0], *args[1:]]
+    proc = run_cli(args, cwd=tmp_path)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    runs = tmp_path / "outputs" / "runs"
+    if runs.exists():  # a job that started records its failure
+        record = json.loads((only_run(tmp_path) / "metrics.json").read_text())
+        assert record["status"] == "failed" and message.removeprefix("error: ") in record["error"]
+
+
+def test_multirun_sweep_gives_each_job_its_folder(tmp_path):
+    proc = run_cli(["-m", "optim.lr=0.1,0.01", "seed=1,2", "trainer.max_epochs=1",
+                    "callbacks.progress_bar.refresh_rate=0"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweeps = list((tmp_path / "outputs" / "sweeps").iterdir())
+    assert len(sweeps) == 1
+    jobs = sorted(p.name for p in sweeps[0].iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert jobs == ["0", "1", "2", "3"]
+    seen = set()
+    for job in jobs:
+        record = json.loads((sweeps[0] / job / "metrics.json").read_text())
+        assert record["status"] == "completed"
+        seen.add(tuple(sorted(record["overrides"])))
+    assert len(seen) == 4
+
+
+def test_user_config_dir_and_any_working_directory(tmp_path):
+    (tmp_path / "mine" / "model").mkdir(parents=True)
+    (tmp_path / "mine" / "model" / "tiny.yaml").write_text(textwrap.dedent("""\
+        name: tiny
+        layers:
+          - conv: {out_channels: 4, kernel_size: 3, stride: 2}
+          - relu
+          - global_avgpool
+          - linear:
+              out_features: ${data.num_classes}
+        """))
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    proc = run_cli(["--config-dir", str(tmp_path / "mine"), "model=tiny", "mode=summary"], cwd=work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((only_run(work) / "summary.json").read_text())
+    assert summary["name"] == "tiny" and summary["total_params"] == 4 * 9 + 4 + 4 * 10 + 10
+
+
+def test_help_does_not_import_heavy_modules(tmp_path):
+    code = ("import sys, runpy; sys.argv = ['cnnrun', '--help']\n"
+            "try:\n    runpy.run_module('cnnrun', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('torch', 'pytorch_lightning', 'torchvision') if m in sys.modules]\n"
+            "print('HEAVY', heavy)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert "Compose your configuration" in proc.stdout or "cnnrun" in proc.stdout
+    assert "HEAVY []" in proc.stdout, proc.stdout[-2000:]
+
+
+def test_regular_install_ships_the_configs(tmp_path):
+    target = tmp_path / "site"
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--quiet",
+                          "--target", str(target), str(REPO)], capture_output=True, text=True, timeout=300)
+    assert pip.returncode == 0, pip.stderr[-2000:]
+    assert (target / "cnnrun" / "conf" / "model" / "lenet5.yaml").is_file()
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = subprocess.run([sys.executable, "-c", "import cnnrun, sys; print(cnnrun.__file__)"], cwd=work,
+                          env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+    assert proc.stdout.strip().startswith(str(target)), proc.stdout + proc.stderr

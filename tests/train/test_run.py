@@ -1,0 +1,166 @@
+"""run(cfg) end to end in-process: the run folder, determinism, checkpoints, resume, divergence and failures."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnnrun import ConfigError, Diverged, compose, run
+from cnnrun.layers.registry import _REGISTRY, register
+
+
+def read_metrics(run_dir):
+    return json.loads((Path(run_dir) / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One 2-epoch digits run shared by the tests that only read its folder."""
+    from tests.conftest import QUIET
+
+    out = tmp_path_factory.mktemp("run")
+    metrics = run(compose([*QUIET, "trainer.max_epochs=2"]), output_dir=out)
+    return out, metrics
+
+
+def test_run_folder_holds_everything(trained):
+    out, metrics = trained
+    for name in ("config.yaml", "summary.json", "metrics.json", "checkpoints/best.ckpt", "checkpoints/last.ckpt"):
+        assert (out / name).is_file(), name
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    record = read_metrics(out)
+    assert record["status"] == "completed" and record["error"] is None
+    assert set(record["metrics"]) == {"train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc"}
+    assert record["metrics"] == metrics
+    assert all(0.0 <= record["metrics"][k] <= 1.0 for k in ("train/acc", "val/acc", "test/acc"))
+    assert record["metrics"]["test/acc"] > 0.5  # two epochs learn digits well above chance (0.1)
+    assert record["params"] == 61_706 and record["seed"] == 0 and record["overrides"] == []
+    assert record["duration_s"] > 0 and record["epochs"] == 2 and len(record["history"]) == 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["total_params"] == 61_706 and len(summary["layers"]) == 12
+    config = (out / "config.yaml").read_text()
+    assert "stats:" in config and "${" not in config  # resolved, with the training-split statistics
+
+
+def test_checkpoints_load_with_weights_only_and_test_mode_reproduces(trained, tmp_path):
+    out, metrics = trained
+    for name in ("best.ckpt", "last.ckpt"):
+        ckpt = torch.load(out / "checkpoints" / name, weights_only=True)
+        assert ckpt["hyper_parameters"]["config"]["model"]["name"] == "lenet5"
+    tested = run(compose(["mode=test", f"ckpt_path={out}/checkpoints/best.ckpt", "trainer.max_epochs=2"]),
+                 output_dir=tmp_path)
+    assert tested["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
+    assert tested["test/loss"] == pytest.approx(metrics["test/loss"], abs=1e-5)
+
+
+def test_resume_from_last_checkpoint_continues_the_epochs(trained, tmp_path):
+    out, _ = trained
+    run(compose(["callbacks.progress_bar.refresh_rate=0", "trainer.max_epochs=3",
+                 f"ckpt_path={out}/checkpoints/last.ckpt"]), output_dir=tmp_path)
+    record = read_metrics(tmp_path)
+    assert record["status"] == "completed"
+    assert [h["epoch"] for h in record["history"]] == [2]  # epochs 0 and 1 came from the checkpoint
+
+
+def test_same_seed_same_metrics(quick_cfg, tmp_path):
+    a = run(quick_cfg("seed=5", "trainer.max_epochs=1"), output_dir=tmp_path / "a")
+    b = run(quick_cfg("seed=5", "trainer.max_epochs=1"), output_dir=tmp_path / "b")
+    c = run(quick_cfg("seed=6", "trainer.max_epochs=1"), output_dir=tmp_path / "c")
+    assert a == b
+    assert a != c
+
+
+def test_tensorboard_has_scalars_and_real_hparams(trained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    out, metrics = trained
+    scalars, hparams = {}, {}
+    for events in sorted((out / "tensorboard").glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            scalars[tag] = [e.value for e in acc.Scalars(tag)]
+        try:
+            content = acc.PluginTagToContent("hparams")
+        except KeyError:
+            content = {}
+        if "_hparams_/session_start_info" in content:
+            data = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+            hparams = {k: v for k, v in data.session_start_info.hparams.items()}
+    for tag in ("train/loss", "train/acc", "val/loss", "val/acc", "train/lr", "test/acc", "test/loss"):
+        assert tag in scalars, tag
+    assert len(scalars["val/acc"]) == 2
+    assert scalars["hp/test_acc"][-1] == pytest.approx(metrics["test/acc"], abs=1e-6)
+    assert scalars["hp/val_acc"][-1] == pytest.approx(metrics["val/acc"], abs=1e-6)
+    assert "hp_metric" not in scalars
+    assert hparams["optim.lr"].number_value == pytest.approx(0.1)
+    assert hparams["model.name"].string_value == "lenet5"
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content_experiment(out))
+    assert {m.name.tag for m in experiment.experiment.metric_infos} >= {"hp/test_acc", "hp/val_acc", "hp/gap"}
+
+
+def content_experiment(out):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for events in sorted((out / "tensorboard").glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        try:
+            return acc.PluginTagToContent("hparams")["_hparams_/experiment"]
+        except KeyError:
+            continue
+    raise AssertionError("no hparams experiment summary")
+
+
+@pytest.mark.parametrize("override,key", [
+    ("optim.lr=0", "optim.lr"), ("optim.lr=-1", "optim.lr"), ("data.batch_size=0", "data.batch_size"),
+    ("trainer.max_epochs=0", "trainer.max_epochs"), ("optim.momentun=0.9", "optim.momentun"),
+    ("+trainer.max_epoch=3", "trainer.max_epoch"), ("sched.warmup_epoch=1", "sched.warmup_epoch"),
+    ("mode=fit", "mode"), ("model.activation=tanhh", "model.layers[1] (tanhh)"),
+])
+def test_config_errors_stop_before_training_and_are_recorded(override, key, tmp_path):
+    from omegaconf import OmegaConf
+
+    cfg = compose([])
+    if override.startswith("sched."):  # the cosine schedule has no warmup_epoch key: add it as a user would
+        OmegaConf.set_struct(cfg, False)
+    k, v = override.lstrip("+").split("=")
+    OmegaConf.update(cfg, k, OmegaConf.create({"v": v})["v"] if not v.lstrip("-").isdigit() else int(v),
+                     force_add=True)
+    with pytest.raises(ConfigError) as info:
+        run(cfg, output_dir=tmp_path)
+    assert str(info.value).startswith(f"{key}: ") or str(info.value).startswith(key)
+    record = read_metrics(tmp_path)
+    assert record["status"] == "failed" and record["error"] == str(info.value)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_divergence_stops_at_once_with_its_epoch_and_step(quick_cfg, tmp_path):
+    with pytest.raises(Diverged) as info:
+        run(quick_cfg("optim.lr=1e12", "trainer.max_epochs=3"), output_dir=tmp_path)
+    record = read_metrics(tmp_path)
+    assert record["status"] == "diverged"
+    assert record["diverged_at"] == {"epoch": info.value.epoch, "step": info.value.step}
+    assert info.value.epoch == 0 and f"step {info.value.step}" in record["error"]
+    assert "checkpoints" not in {p.name for p in tmp_path.iterdir()} or \
+        not (tmp_path / "checkpoints" / "best.ckpt").exists()
+
+
+def test_a_crash_during_training_still_writes_metrics(quick_cfg, tmp_path):
+    class Boom(torch.nn.Module):
+        def forward(self, x):
+            if self.training:
+                raise RuntimeError("boom in forward")
+            return x
+
+    register("test_boom")(lambda in_shape: (Boom(), in_shape))
+    try:
+        cfg = quick_cfg()
+        cfg.model.layers.insert(0, "test_boom")
+        with pytest.raises(RuntimeError, match="boom in forward"):
+            run(cfg, output_dir=tmp_path)
+    finally:
+        del _REGISTRY["test_boom"]
+    record = read_metrics(tmp_path)
+    assert record["status"] == "failed" and record["error"] == "RuntimeError: boom in forward"
