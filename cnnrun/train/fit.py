@@ -74,7 +74,9 @@ def fit_and_test(plain: dict[str, Any], model: torch.nn.Module, run_dir: Path, r
         tb.experiment.add_text("model/summary", _summary_markdown(summary), 0)
 
     if plain["mode"] == "train":
+        fit_started = time.time()
         trainer.fit(module, datamodule=datamodule, ckpt_path=plain.get("ckpt_path"))
+        record["fit_s"] = round(time.time() - fit_started, 3)
         if timer.at is not None:
             record["time_to_first_step_s"] = round(timer.at - started, 3)
         ckpt_cb = trainer.checkpoint_callback
