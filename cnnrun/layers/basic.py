@@ -61,3 +61,47 @@ def linear(in_shape, *, out_features, bias=True):
 @register("identity", doc="passes its input through unchanged")
 def identity(in_shape):
     return nn.Identity(), in_shape
+
+
+@register("layernorm", doc="layer normalisation over (C, *spatial) with a per-channel scale and shift "
+                           "(GroupNorm with one group); over the features of a flat input", section="5.16")
+def layernorm(in_shape, *, eps=1e-5, affine=True):
+    A.positive_float("eps", eps)
+    A.boolean("affine", affine)
+    if len(in_shape) == 1:
+        return nn.LayerNorm(in_shape[0], eps=eps, elementwise_affine=affine), in_shape
+    return nn.GroupNorm(1, in_shape[0], eps=eps, affine=affine), in_shape
+
+
+@register("groupnorm", doc="group normalisation (num_groups must divide the channels)", section="5.16")
+def groupnorm(in_shape, *, num_groups=32, eps=1e-5, affine=True):
+    A.spatial_rank("groupnorm", in_shape)
+    groups = A.positive_int("num_groups", num_groups)
+    if in_shape[0] % groups:
+        raise A.ConfigError("num_groups", f"must divide the {in_shape[0]} input channels, got {groups}")
+    A.positive_float("eps", eps)
+    return nn.GroupNorm(groups, in_shape[0], eps=eps, affine=A.boolean("affine", affine)), in_shape
+
+
+@register("lrn", doc="local response normalisation across channels (AlexNet)", section="5.16")
+def lrn(in_shape, *, size=5, alpha=1e-4, beta=0.75, k=2.0):
+    A.spatial_rank("lrn", in_shape)
+    return nn.LocalResponseNorm(A.positive_int("size", size), alpha=A.positive_float("alpha", alpha),
+                                beta=A.positive_float("beta", beta), k=A.positive_float("k", k)), in_shape
+
+
+@register("dropout2d", doc="channel dropout: zeroes whole 2D feature maps with probability p", section="5.17")
+def dropout2d(in_shape, *, p=0.5):
+    A.spatial_rank("dropout2d", in_shape, ranks=(2,))
+    return nn.Dropout2d(A.probability("p", p)), in_shape
+
+
+@register("dropout3d", doc="channel dropout: zeroes whole 3D feature maps with probability p", section="5.17")
+def dropout3d(in_shape, *, p=0.5):
+    A.spatial_rank("dropout3d", in_shape, ranks=(3,))
+    return nn.Dropout3d(A.probability("p", p)), in_shape
+
+
+@register("softmax", doc="softmax over the channel (or feature) dimension", section="5.1.5")
+def softmax(in_shape):
+    return nn.Softmax(dim=1), in_shape

@@ -91,3 +91,58 @@ def global_avgpool(in_shape):
 def global_maxpool(in_shape):
     A.spatial_rank("global_maxpool", in_shape)
     return GlobalPool("max"), (in_shape[0],)
+
+
+class SumPool(nn.Module):
+    """Sum over each window (chapter 5.1.4); zero padding adds nothing to a sum."""
+
+    def __init__(self, kernel, stride, pads):
+        super().__init__()
+        self.kernel, self.stride, self.pad = tuple(kernel), tuple(stride), torch_pad_arg(pads)
+
+    def forward(self, x):
+        pooled = _AVG_FN[len(self.kernel)](F.pad(x, self.pad), self.kernel, self.stride)
+        return pooled * float(torch.tensor(self.kernel).prod())
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel}, stride={self.stride}, pad={self.pad}"
+
+
+@register("sumpool", doc="sum pooling over each window", section="5.1.4")
+def sumpool(in_shape, *, kernel_size=2, stride=None, padding=0):
+    _, kernel, strides, _, pads, out = _window("sumpool", in_shape, kernel_size, stride, padding)
+    return SumPool(kernel, strides, pads), out
+
+
+class SpatialPyramidPool(nn.Module):
+    """SPPNet: adaptive max/avg pooling to n x n bins per level, flattened and concatenated.
+
+    Adaptive pooling gives exactly n bins on every input size (the paper's ceil/floor window rule does not on
+    some small maps), so one model accepts several input sizes.
+    """
+
+    def __init__(self, levels, mode: str):
+        super().__init__()
+        self.levels, self.mode = tuple(levels), mode
+
+    def forward(self, x):
+        rank = x.dim() - 2
+        pool = {("max", 1): F.adaptive_max_pool1d, ("max", 2): F.adaptive_max_pool2d,
+                ("max", 3): F.adaptive_max_pool3d, ("avg", 1): F.adaptive_avg_pool1d,
+                ("avg", 2): F.adaptive_avg_pool2d, ("avg", 3): F.adaptive_avg_pool3d}[self.mode, rank]
+        return torch.cat([pool(x, n).flatten(1) for n in self.levels], dim=1)
+
+    def extra_repr(self):
+        return f"levels={list(self.levels)}, mode={self.mode}"
+
+
+@register("spp", doc="spatial pyramid pooling: C * sum(n^rank) outputs for any input size (SPPNet)",
+          section="5.7")
+def spp(in_shape, *, levels=(1, 2, 4), mode="max"):
+    rank = A.spatial_rank("spp", in_shape)
+    if isinstance(levels, int) or not isinstance(levels, (list, tuple)) or not levels:
+        raise A.ConfigError("levels", f"must be a non-empty list of bin counts such as [1, 2, 4], got {levels!r}")
+    for n in levels:
+        A.positive_int("levels", n)
+    A.choice("mode", mode, ("max", "avg"))
+    return SpatialPyramidPool(levels, mode), (in_shape[0] * sum(n ** rank for n in levels),)

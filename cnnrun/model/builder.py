@@ -80,8 +80,11 @@ def build_layers(items: Sequence[Any], in_shape: Shape, prefix: str, depth: int 
         except ConfigError as err:
             raise err.under(where) from None
         params = sum(p.numel() for p in module.parameters())
-        records.append(LayerRecord(where.split(" ")[0], name, shape, tuple(out_shape), params, module, depth))
-        records.extend(getattr(module, "child_records", []))
+        records.append(LayerRecord(path, name, shape, tuple(out_shape), params, module, depth))
+        for child in getattr(module, "child_records", []):  # a block's layers, indented under it
+            sep = "" if child.path.startswith("[") else "."
+            records.append(LayerRecord(f"{path}.{name}{sep}{child.path}", child.type, child.in_shape,
+                                       child.out_shape, child.params, child.module, depth + 1 + child.depth))
         modules.append(module)
         shape = tuple(out_shape)
     return nn.Sequential(*modules), shape, records

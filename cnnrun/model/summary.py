@@ -14,8 +14,6 @@ from torch import nn
 from cnnrun.layers.padding import effective_kernel
 from cnnrun.model.builder import CnnModel, build_model
 
-_WINDOWED = (nn.modules.conv._ConvNd, nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd)
-
 
 def _macs_of(module: nn.Module, output: torch.Tensor) -> int:
     if isinstance(module, nn.modules.conv._ConvNd):
@@ -43,31 +41,50 @@ def _count_macs(model: nn.Module) -> dict[int, int]:
     return counts
 
 
+def _per_dim(value, rank: int) -> list:
+    values = list(value) if isinstance(value, (tuple, list)) else [value] * rank
+    return values[-rank:]
+
+
 def _window(module: nn.Module, rank: int) -> tuple[list[int], list[int]] | None:
     """(effective kernel, stride) per spatial dimension for windowed layers, else None."""
-    if isinstance(module, _WINDOWED) or hasattr(module, "kernel") and hasattr(module, "stride"):
-        def per_dim(v):
-            return list(v) if isinstance(v, (tuple, list)) else [v] * rank
-        kernel = per_dim(getattr(module, "kernel_size", getattr(module, "kernel", 1)))
-        stride = per_dim(getattr(module, "stride", 1) or kernel)
-        dilation = per_dim(getattr(module, "dilation", 1))
-        return [effective_kernel(k, d) for k, d in zip(kernel, dilation)], stride
-    return None
+    kernel = getattr(module, "kernel_size", getattr(module, "kernel", None))
+    if kernel is None or not hasattr(module, "stride"):
+        return None
+    kernel = _per_dim(kernel, rank)
+    stride = _per_dim(module.stride or kernel, rank)
+    dilation = _per_dim(getattr(module, "dilation", 1), rank)
+    return [effective_kernel(k, d) for k, d in zip(kernel, dilation)], stride
 
 
-def _receptive_field(module: nn.Module, rf: list[int], jump: list[int], input_sizes: Sequence[int]):
-    """Update (receptive field size, jump) per spatial dimension through ``module`` (chapter 5.10)."""
-    if isinstance(module, nn.Sequential):
-        for child in module:
-            rf, jump = _receptive_field(child, rf, jump, input_sizes)
-        return rf, jump
-    window = _window(module, len(rf))
+def _receptive_field(module: nn.Module, rf: list[float], jump: list[float]) -> tuple[list[float], list[float]]:
+    """Update (receptive field size, jump) per spatial dimension through ``module`` (chapter 5.10).
+
+    Blocks with ``branches`` take the widest branch; containers compose their children in order; a transposed
+    convolution or an upsampling divides the jump by its stride.
+    """
+    rank = len(rf)
+    branches = getattr(module, "branches", None)
+    if isinstance(branches, (list, nn.ModuleList)):
+        results = [_receptive_field(b, rf, jump) for b in branches]
+        return [max(r[0][i] for r in results) for i in range(rank)], results[0][1]
+    if isinstance(module, nn.Upsample):
+        scale = _per_dim(module.scale_factor, rank)
+        return rf, [j / s for j, s in zip(jump, scale)]
+    window = _window(module, rank)
     if window is not None:
         kernel, stride = window
+        if isinstance(module, nn.modules.conv._ConvTransposeNd):
+            jump = [j / s for j, s in zip(jump, stride)]
+            return [r + (k - 1) * j for r, k, j in zip(rf, kernel, jump)], jump
         return [r + (k - 1) * j for r, k, j in zip(rf, kernel, jump)], [j * s for j, s in zip(jump, stride)]
-    if isinstance(module, (nn.Flatten, nn.Linear)) or type(module).__name__ == "GlobalPool":
-        return list(input_sizes), jump
+    for child in module.children():
+        rf, jump = _receptive_field(child, rf, jump)
     return rf, jump
+
+
+def _number(v: float):
+    return int(v) if float(v).is_integer() else round(v, 3)
 
 
 def summarize(model: Any, input_shape: Sequence[int], num_classes: int | None = None) -> dict[str, Any]:
@@ -84,11 +101,15 @@ def summarize(model: Any, input_shape: Sequence[int], num_classes: int | None = 
     for rec in net.records:
         layer_macs = sum(macs.get(id(m), 0) for m in rec.module.modules())
         if rec.depth == 0 and spatial:
-            rf, jump = _receptive_field(rec.module, rf, jump, spatial)
+            if len(rec.out_shape) == 1:  # flat outputs (flatten, global pooling, linear) see the whole input
+                rf = list(spatial)
+            else:
+                rf, jump = _receptive_field(rec.module, rf, jump)
         rows.append({
             "name": rec.path, "type": rec.type, "output_shape": list(rec.out_shape), "params": rec.params,
             "macs": layer_macs, "depth": rec.depth,
-            "receptive_field": {"size": list(rf), "stride": list(jump)} if spatial else None,
+            "receptive_field": ({"size": [_number(v) for v in rf], "stride": [_number(v) for v in jump]}
+                                if spatial and rec.depth == 0 else None),
         })
     top = [r for r in net.records if r.depth == 0]
     return {
