@@ -81,16 +81,30 @@ def test_user_config_dir_and_any_working_directory(tmp_path):
         layers:
           - conv: {out_channels: 4, kernel_size: 3, stride: 2}
           - relu
+          - doubler: {factor: 2.0}
           - global_avgpool
           - linear:
               out_features: ${data.num_classes}
         """))
+    (tmp_path / "mylayers.py").write_text(textwrap.dedent("""\
+        from torch import nn
+        from cnnrun import register
+
+        @register("doubler", doc="multiplies by factor")
+        def doubler(in_shape, *, factor=2.0):
+            class Doubler(nn.Module):
+                def forward(self, x):
+                    return x * factor
+            return Doubler(), in_shape
+        """))
     work = tmp_path / "elsewhere"
     work.mkdir()
-    proc = run_cli(["--config-dir", str(tmp_path / "mine"), "model=tiny", "mode=summary"], cwd=work)
+    proc = run_cli(["--config-dir", str(tmp_path / "mine"), "model=tiny", "mode=summary", "imports=[mylayers]"],
+                   cwd=work, env={"PYTHONPATH": str(tmp_path)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((only_run(work) / "summary.json").read_text())
     assert summary["name"] == "tiny" and summary["total_params"] == 4 * 9 + 4 + 4 * 10 + 10
+    assert [layer["type"] for layer in summary["layers"]][2] == "doubler"
 
 
 def test_help_does_not_import_heavy_modules(tmp_path):

@@ -10,6 +10,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from cnnrun.errors import Diverged
 from cnnrun.model import build_model
@@ -24,7 +25,7 @@ class Classifier(pl.LightningModule):
         self.model = model if model is not None else build_model(config["model"], data["input_shape"],
                                                                  data["num_classes"])
         self.history: list[dict[str, float]] = []
-        self._sums: dict[str, torch.Tensor] = {}
+        self._batches: dict[str, tuple[list, list, list]] = {}  # stage -> (losses, correct counts, sizes)
         # On an accelerator, checking the loss every step would synchronise the device every step.
         self.divergence_check_every = 1
 
@@ -35,18 +36,20 @@ class Classifier(pl.LightningModule):
     def forward(self, x):
         return self.model(x)
 
-    # -- metrics: summed on the device, reduced once per epoch -------------------------------------------------
+    # -- metrics: kept on the device per batch, summed and reduced once per epoch ---------------------------------
     def _accumulate(self, stage: str, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
-        n = y.shape[0]
-        correct = (logits.argmax(1) == y).sum()
-        batch = torch.stack([loss.detach() * n, correct.to(loss.dtype), loss.new_tensor(n)])
-        self._sums[stage] = self._sums[stage] + batch if stage in self._sums else batch
+        losses, corrects, sizes = self._batches.setdefault(stage, ([], [], []))
+        losses.append(loss.detach())
+        corrects.append((logits.argmax(1) == y).sum())
+        sizes.append(y.shape[0])
 
     def _log_epoch(self, stage: str) -> dict[str, float]:
-        sums = self._sums.pop(stage, None)
-        if sums is None:
+        if stage not in self._batches:
             return {}
-        sums = self.trainer.strategy.reduce(sums.float(), reduce_op="sum")
+        losses, corrects, sizes = self._batches.pop(stage)
+        n = torch.tensor(sizes, dtype=torch.float32, device=losses[0].device)
+        sums = torch.stack([(torch.stack(losses).float() * n).sum(), torch.stack(corrects).sum().float(), n.sum()])
+        sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
         values = {f"{stage}/loss": sums[0] / sums[2], f"{stage}/acc": sums[1] / sums[2]}
         for key, value in values.items():
             self.log(key, value, on_epoch=True, prog_bar=stage != "train", sync_dist=False)
@@ -75,12 +78,35 @@ class Classifier(pl.LightningModule):
     def on_fit_start(self):
         if self.device.type != "cpu":
             self.divergence_check_every = 25
+        if self.trainer.ckpt_path is None and self.trainer.datamodule is not None:
+            x, _ = next(iter(self.trainer.datamodule.train_dataloader()))
+            self.init_from_data(x)
+
+    @torch.no_grad()
+    def init_from_data(self, x: torch.Tensor) -> None:
+        """Data-dependent initialisation (``netvlad`` with ``init: kmeans``): each such layer gets the inputs it
+        sees on a training batch."""
+        targets = [m for m in self.model.modules() if getattr(m, "init", None) == "kmeans"]
+        if not targets:
+            return
+        seen: dict[nn.Module, torch.Tensor] = {}
+        hooks = [m.register_forward_pre_hook(lambda mod, inp: seen.__setitem__(mod, inp[0])) for m in targets]
+        was_training = self.model.training
+        try:
+            self.model.eval()
+            self.model(x)
+        finally:
+            self.model.train(was_training)
+            for h in hooks:
+                h.remove()
+        for module in targets:
+            module.init_from_descriptors(seen[module], seed=self.config.get("seed", 0))
 
     def on_validation_epoch_end(self):
         if not self.trainer.sanity_checking:
             self._val_metrics = self._log_epoch("val")
         else:
-            self._sums.pop("val", None)
+            self._batches.pop("val", None)
 
     def on_train_epoch_end(self):
         metrics = self._log_epoch("train")

@@ -197,3 +197,14 @@ def test_register_rejects_duplicates_and_user_types_build():
         torch.testing.assert_close(model(torch.ones(1, 2, 4)), torch.full((1, 2, 4), 3.0))
     finally:
         del _REGISTRY["test_scale"]
+
+
+def test_readme_lists_every_layer_type_as_generated():
+    from cnnrun.layers.docs import END, START, layer_table
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    assert readme.split(START, 1)[1].split(END, 1)[0].strip() == layer_table(), \
+        "run: python -m cnnrun.layers.docs --write"
+    for name in layer_types():
+        assert f"| `{name}` |" in readme

@@ -164,3 +164,29 @@ def test_a_crash_during_training_still_writes_metrics(quick_cfg, tmp_path):
         del _REGISTRY["test_boom"]
     record = read_metrics(tmp_path)
     assert record["status"] == "failed" and record["error"] == "RuntimeError: boom in forward"
+
+
+def test_netvlad_kmeans_init_uses_training_descriptors(quick_cfg, tmp_path):
+    from sklearn.cluster import KMeans
+
+    from cnnrun.config import to_plain
+    from cnnrun.train.module import Classifier
+
+    cfg = to_plain(quick_cfg())
+    cfg["model"] = {"name": "vlad", "layers": [{"conv": {"out_channels": 4, "kernel_size": 5, "stride": 3}}, "relu",
+                                               {"netvlad": {"clusters": 3, "init": "kmeans",
+                                                            "normalize_input": False}},
+                                               {"linear": {"out_features": 10}}]}
+    module = Classifier(cfg)
+    x = torch.randn(16, 1, 32, 32)
+    module.init_from_data(x)
+    with torch.no_grad():
+        desc = module.model.layers[1](module.model.layers[0](x))
+    flat = desc.flatten(2).transpose(1, 2).reshape(-1, 4).double().numpy()
+    expected = KMeans(n_clusters=3, n_init=3, random_state=0).fit(flat).cluster_centers_
+    got = module.model.layers[2].centroids.detach().double().numpy()
+    assert sorted(map(tuple, got.round(4))) == sorted(map(tuple, expected.round(4)))
+    # and a short training run with it completes
+    cfg_run = quick_cfg("trainer.max_epochs=1")
+    cfg_run.model = cfg["model"]
+    assert run(cfg_run, output_dir=tmp_path)["test/acc"] >= 0

@@ -1,0 +1,42 @@
+"""The README's table of layer types, generated from the registry so that it cannot drift.
+
+    python -m cnnrun.layers.docs           # print the table
+    python -m cnnrun.layers.docs --write   # rewrite it in README.md between the layer-table markers
+"""
+from __future__ import annotations
+
+import inspect
+import sys
+from pathlib import Path
+
+from cnnrun.layers.registry import layer_types
+
+START, END = "<!-- layer-table:start -->", "<!-- layer-table:end -->"
+
+
+def _signature(layer) -> str:
+    parts = []
+    for name, p in layer.arguments.items():
+        parts.append(name if p.default is inspect.Parameter.empty else f"{name}={p.default!r}")
+    return ", ".join(parts)
+
+
+def layer_table() -> str:
+    rows = ["| layer | chapter | what it does | arguments (defaults) |", "|---|---|---|---|"]
+    for name, layer in sorted(layer_types().items()):
+        rows.append(f"| `{name}` | {layer.section or ''} | {layer.doc} | {_signature(layer).replace('|', '/')} |")
+    return "\n".join(rows)
+
+
+def replace_table(text: str) -> str:
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{layer_table()}\n{END}{tail}"
+
+
+if __name__ == "__main__":
+    if "--write" in sys.argv:
+        readme = Path(__file__).resolve().parents[2] / "README.md"
+        readme.write_text(replace_table(readme.read_text()))
+    else:
+        print(layer_table())
