@@ -58,20 +58,24 @@ def test_user_errors_exit_2_without_traceback(tmp_path, args, message):
         assert record["status"] == "failed" and message.removeprefix("error: ") in record["error"]
 
 
-def test_multirun_sweep_gives_each_job_its_folder(tmp_path):
-    proc = run_cli(["-m", "optim.lr=0.1,0.01", "seed=1,2", "trainer.max_epochs=1",
+def test_multirun_sweep_gives_each_job_its_folder_and_survives_a_failing_job(tmp_path):
+    proc = run_cli(["-m", "optim.lr=0.1,-1", "seed=1,2", "trainer.max_epochs=1",
                     "callbacks.progress_bar.refresh_rate=0"], cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 1, proc.stderr[-3000:]  # some jobs failed: the sweep still ran all of them
+    assert "2 of 4 jobs failed" in proc.stderr and "Traceback" not in proc.stderr
     sweeps = list((tmp_path / "outputs" / "sweeps").iterdir())
     assert len(sweeps) == 1
     jobs = sorted(p.name for p in sweeps[0].iterdir() if p.is_dir() and not p.name.startswith("."))
     assert jobs == ["0", "1", "2", "3"]
-    seen = set()
+    status = {}
     for job in jobs:
         record = json.loads((sweeps[0] / job / "metrics.json").read_text())
-        assert record["status"] == "completed"
-        seen.add(tuple(sorted(record["overrides"])))
-    assert len(seen) == 4
+        swept = sorted(o for o in record["overrides"] if o.startswith(("optim.lr", "seed")))
+        status[tuple(swept)] = record["status"]
+        if record["status"] == "failed":
+            assert record["error"] == "optim.lr: must be a positive number, got -1"
+    assert status == {("optim.lr=0.1", "seed=1"): "completed", ("optim.lr=0.1", "seed=2"): "completed",
+                      ("optim.lr=-1", "seed=1"): "failed", ("optim.lr=-1", "seed=2"): "failed"}
 
 
 def test_user_config_dir_and_any_working_directory(tmp_path):
