@@ -13,21 +13,28 @@ CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
-def make_conv(layer: str, in_shape, *, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0,
-              dilation: Any = 1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros"):
-    """Build an N-d convolution with checked arguments; shared by every convolution-like layer type."""
+def conv_args(layer: str, in_shape, out_channels, kernel_size, stride, dilation, groups, bias):
+    """Checked (rank, out_channels, kernel, strides, dilations, groups) of a convolution-like layer."""
     rank = A.spatial_rank(layer, in_shape)
-    in_channels = in_shape[0]
     out_channels = A.positive_int("out_channels", out_channels)
     kernel = A.int_tuple("kernel_size", kernel_size, rank)
     strides = A.int_tuple("stride", stride, rank)
     dilations = A.int_tuple("dilation", dilation, rank)
     groups = A.positive_int("groups", groups)
     A.boolean("bias", bias)
-    A.choice("padding_mode", padding_mode, PADDING_MODES)
-    if in_channels % groups or out_channels % groups:
-        raise A.ConfigError("groups", f"must divide both the input channels ({in_channels}) and out_channels "
+    if in_shape[0] % groups or out_channels % groups:
+        raise A.ConfigError("groups", f"must divide both the input channels ({in_shape[0]}) and out_channels "
                                       f"({out_channels}), got {groups}")
+    return rank, out_channels, kernel, strides, dilations, groups
+
+
+def make_conv(layer: str, in_shape, *, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0,
+              dilation: Any = 1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros"):
+    """Build an N-d convolution with checked arguments; shared by every convolution-like layer type."""
+    rank, out_channels, kernel, strides, dilations, groups = conv_args(layer, in_shape, out_channels, kernel_size,
+                                                                       stride, dilation, groups, bias)
+    in_channels = in_shape[0]
+    A.choice("padding_mode", padding_mode, PADDING_MODES)
     pads = resolve_padding(padding, in_shape[1:], kernel, strides, dilations)
     out_shape = output_shape(layer, in_shape, out_channels, kernel, strides, dilations, pads)
     sym = symmetric(pads)
@@ -103,16 +110,8 @@ CONV_T = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
                                  "padding: same gives in*s", section="5.15")
 def transposed_conv(in_shape, *, out_channels, kernel_size=3, stride=1, padding=0, output_padding=0, dilation=1,
                     groups=1, bias=True):
-    rank = A.spatial_rank("transposed_conv", in_shape)
-    out_channels = A.positive_int("out_channels", out_channels)
-    kernel = A.int_tuple("kernel_size", kernel_size, rank)
-    strides = A.int_tuple("stride", stride, rank)
-    dilations = A.int_tuple("dilation", dilation, rank)
-    groups = A.positive_int("groups", groups)
-    A.boolean("bias", bias)
-    if in_shape[0] % groups or out_channels % groups:
-        raise A.ConfigError("groups", f"must divide the input channels ({in_shape[0]}) and out_channels "
-                                      f"({out_channels}), got {groups}")
+    rank, out_channels, kernel, strides, dilations, groups = conv_args("transposed_conv", in_shape, out_channels,
+                                                                       kernel_size, stride, dilation, groups, bias)
     if padding == "same":  # output = input * stride, as TensorFlow's conv2d_transpose
         excess = [d * (k - 1) + 1 - s for k, s, d in zip(kernel, strides, dilations)]
         pads = [max(-(-e // 2), 0) for e in excess]
