@@ -18,7 +18,7 @@ from cnnrun.errors import ConfigError, Diverged
 from cnnrun.runfiles import print_summary, write_config, write_json
 
 def check_config(plain: dict[str, Any]):
-    """Everything that can be checked before data are loaded; returns the built model (or None in test mode)."""
+    """Everything that can be checked before data are loaded; returns the model built from the config."""
     from cnnrun.data import check_data_config
     from cnnrun.model import build_model
     from cnnrun.train.optim import check_schedule, make_optimizer
