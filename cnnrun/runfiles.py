@@ -26,7 +26,10 @@ def print_summary(summary: dict[str, Any]) -> None:
 
     from cnnrun.model import render_summary
 
-    Console().print(render_summary(summary))
+    console = Console()
+    if not console.is_terminal:  # logs and pipes: wide enough for nested block paths
+        console = Console(width=140)
+    console.print(render_summary(summary))
 
 
 def flat_hparams(plain: dict[str, Any]) -> dict[str, Any]:

@@ -137,13 +137,13 @@ def render_summary(summary: dict[str, Any]):
     from rich.table import Table
 
     table = Table(title=f"{summary['name']}  input {tuple(summary['input_shape'])}", title_justify="left")
-    for col, justify in (("layer", "left"), ("type", "left"), ("output shape", "right"), ("params", "right"),
+    for col, justify in (("layer (model.)", "left"), ("type", "left"), ("output shape", "right"), ("params", "right"),
                          ("MACs", "right"), ("receptive field", "right")):
-        table.add_column(col, justify=justify)
+        table.add_column(col, justify=justify, overflow="fold")
     for row in summary["layers"]:
         rf = row["receptive_field"]
         rf_text = "x".join(map(str, rf["size"])) + f" /{'x'.join(map(str, rf['stride']))}" if rf else "-"
-        table.add_row("  " * row["depth"] + row["name"], row["type"], str(tuple(row["output_shape"])),
+        table.add_row("  " * row["depth"] + row["name"].removeprefix("model."), row["type"], str(tuple(row["output_shape"])),
                       f"{row['params']:,}", _human(row["macs"]), rf_text)
     table.caption = (f"params {summary['total_params']:,} (trainable {summary['trainable_params']:,})  |  "
                      f"MACs {_human(summary['macs'])}  |  activations {_human(summary['activation_bytes'], 'B')}"
