@@ -26,6 +26,8 @@ def check_config(plain: dict[str, Any]):
     check_root(plain)
     import_user_modules(plain.get("imports") or [])
     check_data_config(plain["data"])
+    if plain["mode"] == "test":
+        adopt_checkpoint_model(plain)
     model = build_model(plain["model"], plain["data"]["input_shape"], plain["data"]["num_classes"])
     if plain["mode"] == "summary":
         return model
@@ -37,6 +39,20 @@ def check_config(plain: dict[str, Any]):
 
     check_trainer_config(plain["trainer"])
     return model
+
+
+def adopt_checkpoint_model(plain: dict[str, Any]) -> None:
+    """mode=test: use the checkpoint's own model spec, so that the weights always fit the architecture."""
+    import torch
+
+    ckpt = torch.load(plain["ckpt_path"], map_location="cpu", weights_only=True)
+    saved = ckpt.get("hyper_parameters", {}).get("config")
+    if not saved:
+        raise ConfigError("ckpt_path", f"{plain['ckpt_path']} was not written by cnnrun (no config inside)")
+    if list(saved["data"]["input_shape"]) != list(plain["data"]["input_shape"]):
+        raise ConfigError("data.input_shape", f"is {plain['data']['input_shape']} but the checkpoint's model was "
+                                              f"built for {saved['data']['input_shape']}")
+    plain["model"] = saved["model"]
 
 
 def run(cfg: DictConfig | dict, output_dir: str | os.PathLike | None = None) -> dict[str, float]:

@@ -12,8 +12,8 @@ QUIET = ["callbacks.progress_bar.refresh_rate=0"]
 
 def run_cli(args, cwd, env=None, timeout=300):
     """Run ``python -m cnnrun <args>`` in a subprocess; returns the CompletedProcess."""
-    full_env = {**os.environ, **(env or {})}
-    full_env.pop("HYDRA_FULL_ERROR", None) if not (env and "HYDRA_FULL_ERROR" in env) else None
+    full_env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}  # errors as users see them
+    full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "cnnrun", *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
 

@@ -9,8 +9,7 @@ import pytorch_lightning as pl
 import torch
 
 from cnnrun.data import load_data
-from cnnrun.errors import ConfigError
-from cnnrun.model import build_model, summarize
+from cnnrun.model import summarize
 from cnnrun.train.datamodule import InMemoryDataModule
 from cnnrun.train.module import Classifier
 from cnnrun.runfiles import flat_hparams, print_summary, write_config, write_json
@@ -37,23 +36,8 @@ def _summary_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _model_from_checkpoint(plain: dict[str, Any]) -> torch.nn.Module:
-    """The checkpoint's own model spec, so that the weights always fit the architecture."""
-    ckpt = torch.load(plain["ckpt_path"], map_location="cpu", weights_only=True)
-    saved = ckpt.get("hyper_parameters", {}).get("config")
-    if not saved:
-        raise ConfigError("ckpt_path", f"{plain['ckpt_path']} was not written by cnnrun (no config inside)")
-    if list(saved["data"]["input_shape"]) != list(plain["data"]["input_shape"]):
-        raise ConfigError("data.input_shape", f"is {plain['data']['input_shape']} but the checkpoint's model was "
-                                              f"built for {saved['data']['input_shape']}")
-    plain["model"] = saved["model"]
-    return build_model(saved["model"], saved["data"]["input_shape"], saved["data"]["num_classes"])
-
-
 def fit_and_test(plain: dict[str, Any], model: torch.nn.Module, run_dir: Path, record: dict[str, Any],
                  started: float) -> None:
-    if plain["mode"] == "test":
-        model = _model_from_checkpoint(plain)
     splits = load_data(plain["data"])
     plain["data"]["stats"] = splits.stats
     record["data_sizes"] = splits.sizes()
