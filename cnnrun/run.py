@@ -11,7 +11,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from cnnrun.config import check_root, import_user_modules, run_dir_and_overrides, to_plain
 from cnnrun.errors import ConfigError, Diverged
@@ -34,6 +34,10 @@ def check_config(plain: dict[str, Any]):
     import torch
 
     make_optimizer([torch.nn.Parameter(torch.zeros(1))], plain["optim"])
+    from cnnrun.train.objectives import check_loss_config, check_regularization_config
+
+    check_loss_config(plain.get("loss") or {"name": "cross_entropy"})
+    check_regularization_config(plain.get("regularization") or {})
     check_schedule(plain["sched"])
     from cnnrun.train.trainer import check_trainer_config
 
@@ -70,7 +74,12 @@ def run(cfg: DictConfig | dict, output_dir: str | os.PathLike | None = None) -> 
         "host": platform.node(),
     }
     try:
-        plain = to_plain(cfg)
+        from cnnrun.generalization import apply_generalization, method_name
+
+        if isinstance(cfg, dict):
+            cfg = OmegaConf.create(cfg)
+        record["method"] = method_name(cfg)
+        plain = to_plain(apply_generalization(cfg))
         record["seed"], record["mode"] = plain.get("seed"), plain.get("mode")
         write_config(run_dir, plain)
         if plain.get("mode") == "summary":

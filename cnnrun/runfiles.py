@@ -34,18 +34,20 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 def flat_hparams(plain: dict[str, Any]) -> dict[str, Any]:
     """Flat hyperparameters for TensorBoard's HPARAMS tab (the layer list and data statistics left out)."""
-    out: dict[str, Any] = {"seed": plain["seed"]}
+    from cnnrun.generalization import method_name
+
+    out: dict[str, Any] = {"method": method_name(plain), "seed": plain["seed"]}
 
     def walk(prefix: str, node: Any) -> None:
         if isinstance(node, dict):
             for k, v in node.items():
-                if k not in ("layers", "stats"):
+                if k not in ("layers", "stats", "description"):
                     walk(f"{prefix}.{k}", v)
         elif isinstance(node, (int, float, str, bool)):
             out[prefix] = node
         elif node is not None:
             out[prefix] = str(node)
 
-    for group in ("model", "data", "optim", "sched", "trainer"):
+    for group in ("model", "data", "optim", "loss", "regularization", "generalization", "sched", "trainer"):
         walk(group, plain.get(group, {}))
     return out

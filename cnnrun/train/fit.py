@@ -10,6 +10,7 @@ import torch
 
 from cnnrun.data import load_data
 from cnnrun.model import summarize
+from cnnrun.data.loader import InMemoryLoader
 from cnnrun.train.datamodule import InMemoryDataModule
 from cnnrun.train.module import Classifier
 from cnnrun.runfiles import flat_hparams, print_summary, write_config, write_json
@@ -36,6 +37,12 @@ def _summary_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def clean_train_loader(datamodule: InMemoryDataModule) -> InMemoryLoader:
+    """The training split in evaluation order, without augmentation or re-balancing."""
+    s = datamodule.splits
+    return InMemoryLoader(s.train_x, s.train_y, datamodule.eval_batch_size)
+
+
 def fit_and_test(plain: dict[str, Any], model: torch.nn.Module, run_dir: Path, record: dict[str, Any],
                  started: float) -> None:
     splits = load_data(plain["data"])
@@ -53,6 +60,11 @@ def fit_and_test(plain: dict[str, Any], model: torch.nn.Module, run_dir: Path, r
     trainer = make_trainer(plain, run_dir)
     timer = _FirstStepTimer()
     trainer.callbacks.append(timer)
+    ema_decay = (plain.get("regularization") or {}).get("ema_decay")
+    if ema_decay:  # validation, checkpoints and the test use the averaged weights
+        from pytorch_lightning.callbacks import EMAWeightAveraging
+
+        trainer.callbacks.append(EMAWeightAveraging(decay=float(ema_decay)))
     tb = trainer.logger
     if tb is not None and plain.get("logger", {}).get("log_summary", True):
         tb.experiment.add_text("model/summary", _summary_markdown(summary), 0)
@@ -75,14 +87,23 @@ def fit_and_test(plain: dict[str, Any], model: torch.nn.Module, run_dir: Path, r
 
     last = module.history[-1] if module.history else {}
     metrics = {k: last[k] for k in ("train/loss", "train/acc", "val/loss", "val/acc") if k in last}
-    metrics.update(getattr(module, "test_metrics", {}))
+    if plain["mode"] == "train":
+        # The generalization gap needs the training accuracy of the selected weights without dropout, augmentation
+        # or mixing: evaluate them on the training split, as on the validation and test splits.
+        module.eval_stage = "train_eval"
+        trainer.test(module, dataloaders=clean_train_loader(datamodule), ckpt_path=test_ckpt, verbose=False)
+        module.eval_stage = "test"
+    metrics.update(getattr(module, "eval_metrics", {}))
+    if "train_eval/acc" in metrics:
+        best_val = record.get("best_val_acc")
+        metrics["best/val_acc"] = best_val if best_val is not None else metrics.get("val/acc")
+        if metrics["best/val_acc"] is not None:
+            metrics["gap"] = metrics["train_eval/acc"] - metrics["best/val_acc"]
     record["metrics"] = metrics
     record["epochs"] = len(module.history)
     record["history"] = module.history
     if tb is not None:
-        final = {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items()}
-        if "train/acc" in metrics and "val/acc" in metrics:
-            final["hp/gap"] = metrics["train/acc"] - metrics["val/acc"]
+        final = {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items() if v is not None}
         tb.log_hyperparams(flat_hparams(plain), final)
         tb.finalize("success")
     print(f"run folder: {run_dir}\n" + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()))

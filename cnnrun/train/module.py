@@ -14,6 +14,7 @@ from torch import nn
 
 from cnnrun.errors import Diverged
 from cnnrun.model import build_model
+from cnnrun.train.objectives import l1_penalty, make_objective, mix_batch
 from cnnrun.train.optim import make_optimizer, make_schedule
 
 
@@ -24,6 +25,12 @@ class Classifier(pl.LightningModule):
         data = config["data"]
         self.model = model if model is not None else build_model(config["model"], data["input_shape"],
                                                                  data["num_classes"])
+        self.objective = make_objective(config.get("loss") or {"name": "cross_entropy"})
+        reg = config.get("regularization") or {}
+        self.l1 = float(reg.get("l1", 0.0))
+        self.mixup_alpha, self.cutmix_alpha = float(reg.get("mixup_alpha", 0.0)), float(reg.get("cutmix_alpha", 0.0))
+        self.class_weights: torch.Tensor | None = None  # set from the data module (data.balance=loss_weights)
+        self.eval_stage = "test"  # test_step's metric prefix: "test", or "train_eval" for the clean training split
         self.history: list[dict[str, float]] = []
         self._batches: dict[str, tuple[list, list, list]] = {}  # stage -> (losses, correct counts, sizes)
         # On an accelerator, checking the loss every step would synchronise the device every step.
@@ -57,6 +64,7 @@ class Classifier(pl.LightningModule):
 
     # -- steps ------------------------------------------------------------------------------------------------
     def _step(self, stage: str, batch) -> torch.Tensor:
+        """Evaluation: plain cross-entropy (comparable across objectives) and accuracy."""
         x, y = batch
         logits = self.model(x)
         loss = F.cross_entropy(logits, y)
@@ -64,7 +72,17 @@ class Classifier(pl.LightningModule):
         return loss
 
     def training_step(self, batch, batch_idx):
-        loss = self._step("train", batch)
+        """The configured objective (with class weights, mixup/cutmix targets and the L1 penalty)."""
+        x, y = batch
+        if self.mixup_alpha > 0 or self.cutmix_alpha > 0:
+            x, target = mix_batch(x, y, self.config["data"]["num_classes"], self.mixup_alpha, self.cutmix_alpha)
+        else:
+            target = y
+        logits = self.model(x)
+        loss = self.objective(logits, target, self.class_weights)
+        if self.l1 > 0:
+            loss = loss + self.l1 * l1_penalty(self.model)
+        self._accumulate("train", loss, logits, y)
         if batch_idx % self.divergence_check_every == 0 and not torch.isfinite(loss):
             raise Diverged(self.current_epoch, self.global_step, float(loss.detach()))
         return loss
@@ -73,11 +91,13 @@ class Classifier(pl.LightningModule):
         self._step("val", batch)
 
     def test_step(self, batch, batch_idx):
-        self._step("test", batch)
+        self._step(self.eval_stage, batch)
 
     def on_fit_start(self):
         if self.device.type != "cpu":
             self.divergence_check_every = 25
+        weights = getattr(self.trainer.datamodule, "class_weights", None)
+        self.class_weights = None if weights is None else weights.to(self.device)
         if self.trainer.ckpt_path is None and self.trainer.datamodule is not None:
             x, _ = next(iter(self.trainer.datamodule.train_dataloader()))
             self.init_from_data(x)
@@ -119,7 +139,8 @@ class Classifier(pl.LightningModule):
         self._val_metrics = {}
 
     def on_test_epoch_end(self):
-        self.test_metrics = self._log_epoch("test")
+        self.eval_metrics = getattr(self, "eval_metrics", {})
+        self.eval_metrics.update(self._log_epoch(self.eval_stage))
 
     # -- optimisation -------------------------------------------------------------------------------------------
     def configure_optimizers(self):

@@ -30,7 +30,10 @@ def test_run_folder_holds_everything(trained):
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     record = read_metrics(out)
     assert record["status"] == "completed" and record["error"] is None
-    assert set(record["metrics"]) == {"train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc"}
+    assert set(record["metrics"]) == {"train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc",
+                                      "train_eval/loss", "train_eval/acc", "best/val_acc", "gap"}
+    m = record["metrics"]
+    assert m["gap"] == pytest.approx(m["train_eval/acc"] - m["best/val_acc"]) and m["best/val_acc"] >= m["val/acc"]
     assert record["metrics"] == metrics
     assert all(0.0 <= record["metrics"][k] <= 1.0 for k in ("train/acc", "val/acc", "test/acc"))
     assert record["metrics"]["test/acc"] > 0.5  # two epochs learn digits well above chance (0.1)
