@@ -259,8 +259,10 @@ def markdown_text(sweep_dir: Path, jobs: Sequence[Job], groups: Sequence[Group],
             delta = f"{d.diff:+.4f} [{_fmt(d.low, 4)}, {_fmt(d.high, 4)}]" if not math.isnan(d.low) else \
                 f"{_fmt(d.diff)} [n/a]"
             p, test = _fmt(d.p, 3), d.test
-        failed = len(g.jobs) - len(g.ok)
-        n = f"{len(g.ok)}" + (f" (+{failed} not completed)" if failed else "")
+        failed = sum(1 for j in g.jobs if j.status != "completed")
+        untested = len(g.jobs) - len(g.ok) - failed
+        n = f"{len(g.ok)}" + (f" (+{failed} not completed)" if failed else "") + \
+            (f" (+{untested} without test metrics)" if untested else "")
         lines.append(f"| {rank} | {g.config} | {n} | {_pm(g.values('test/acc').values())} | "
                      f"{_pm(g.values('gap').values())} | {_pm(g.values('test/loss').values())} | {delta} | {p} | "
                      f"{test} |")
