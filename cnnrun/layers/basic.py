@@ -25,6 +25,7 @@ def _activation(name: str, factory, doc: str):
 
 
 _activation("relu", nn.ReLU, "rectified linear unit, max(0, x) (formula 5-1)")
+_activation("relu6", nn.ReLU6, "ReLU capped at 6, min(max(0, x), 6) (MobileNet)")
 _activation("tanh", nn.Tanh, "hyperbolic tangent")
 _activation("sigmoid", nn.Sigmoid, "logistic sigmoid")
 _activation("gelu", nn.GELU, "Gaussian error linear unit")

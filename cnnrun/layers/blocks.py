@@ -1,11 +1,12 @@
-"""Blocks: layer types built from other layers (Inception, parallel branches, residual, repeat, NIN's mlpconv).
+"""Blocks: layer types built from other layers (Inception, parallel branches, residual, repeat, NIN's mlpconv,
+MobileNetV2's inverted residual).
 
 Blocks call the model builder recursively on their layer lists; the records of their children appear indented in
 the summary (``child_records``, paths relative to the block).
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -54,11 +55,11 @@ class ConvUnit(nn.Module):
 
 
 def conv_unit(layer: str, in_shape: Shape, out_channels: int, kernel_size, *, stride=1, padding="same",
-              bias=True, norm="none", bn_eps=1e-5, activation="relu"):
+              bias=True, norm="none", bn_eps=1e-5, activation="relu", groups=1):
     from cnnrun.layers.basic import BATCHNORM
 
     conv, out = make_conv(layer, in_shape, out_channels=out_channels, kernel_size=kernel_size, stride=stride,
-                          padding=padding, bias=bias)
+                          padding=padding, bias=bias, groups=groups)
     A.choice("norm", norm, ("none", "bn"))
     bn = BATCHNORM[len(out) - 1](out[0], eps=A.positive_float("bn_eps", bn_eps)) if norm == "bn" else None
     return ConvUnit(conv, bn, _activation(activation, "activation", out)), out
@@ -162,6 +163,15 @@ def inception(in_shape, *, ch1x1, ch3x3, ch5x5, ch3x3red=0, ch5x5red=0, pool_pro
     return block, out
 
 
+def _projection_stride(size: int, out: int) -> int | None:
+    """The smallest stride s with which a 1x1 convolution maps ``size`` positions onto ``out``: (size-1)//s + 1 = out
+    (a stride-2 body with padding maps 7 onto 4, and so does a stride-2 1x1 projection); None if there is none."""
+    for s in range(1, size + 1):
+        if (size - 1) // s + 1 == out:
+            return s
+    return None
+
+
 class Residual(nn.Module):
     """y = activation(body(x) + shortcut(x))."""
 
@@ -191,10 +201,10 @@ def residual(in_shape, *, layers, shortcut="auto", shortcut_norm=False, activati
         raise A.ConfigError("shortcut", f"identity needs the layers to keep the shape {A.fmt_shape(in_shape)}, "
                                         f"they give {A.fmt_shape(out)}; use shortcut: auto or conv")
     if shortcut == "conv" or (shortcut == "auto" and out != tuple(in_shape)):
-        if len(out) != len(in_shape) or any(i % o for i, o in zip(in_shape[1:], out[1:])):
+        stride = [_projection_stride(i, o) for i, o in zip(in_shape[1:], out[1:])]
+        if len(out) != len(in_shape) or None in stride:
             raise A.ConfigError("shortcut", f"cannot project {A.fmt_shape(in_shape)} onto {A.fmt_shape(out)} "
                                             f"with a strided 1x1 convolution")
-        stride = [i // o for i, o in zip(in_shape[1:], out[1:])]
         path, _ = conv_unit("residual", in_shape, out[0], 1, stride=stride, padding=0, bias=not shortcut_norm,
                             norm="bn" if shortcut_norm else "none", activation=None)
     else:
@@ -204,15 +214,108 @@ def residual(in_shape, *, layers, shortcut="auto", shortcut_norm=False, activati
     return block, out
 
 
-@register("repeat", doc="a layer list repeated n times (the shape flows through the copies)")
-def repeat(in_shape, *, n, layers):
-    n = A.positive_int("n", n)
+def _scaled(value: Any, factor: float) -> Any:
+    """``value * factor`` for a number or a list of numbers; whole results of integer inputs stay integers."""
+    if isinstance(value, (list, tuple)):
+        return [_scaled(v, factor) for v in value]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value  # left to the layer's own check
+    result = value * factor
+    return int(result) if isinstance(value, int) and float(result).is_integer() else result
+
+
+def _grown(items: Sequence[Any], growth: dict[str, float], copy: int) -> list[Any]:
+    """The layer list of copy ``copy``: every written argument named in ``growth`` times factor ** copy."""
+    out = []
+    for item in items:
+        if isinstance(item, Mapping) and len(item) == 1:
+            (name, args), = item.items()
+            if isinstance(args, Mapping) and any(k in args for k in growth):
+                args = {k: _scaled(v, growth[k] ** copy) if k in growth else v for k, v in args.items()}
+                item = {name: args}
+        out.append(item)
+    return out
+
+
+def _check_growth(growth: Any, layers: Any) -> dict[str, float]:
+    if growth is None:
+        return {}
+    if not isinstance(growth, Mapping) or not growth:
+        raise A.ConfigError("growth", f"must be a mapping from an argument name to a factor, e.g. {{dilation: 2}}, "
+                                      f"got {growth!r}")
+    written = {k for item in (layers if isinstance(layers, (list, tuple)) else [])
+               if isinstance(item, Mapping) and len(item) == 1
+               for args in item.values() if isinstance(args, Mapping) for k in args}
+    for key, factor in growth.items():
+        A.positive_float(f"growth.{key}", factor)
+        if key not in written:
+            raise A.ConfigError("growth", f"no layer in 'layers' writes the argument '{key}' (only written "
+                                          f"arguments grow)")
+    return dict(growth)
+
+
+@register("repeat", doc="a layer list repeated n times (the shape flows through the copies; n: 0 is the identity); "
+                        "growth: {dilation: 2} multiplies a written argument by 2^i in copy i")
+def repeat(in_shape, *, n, layers, growth=None):
+    n = A.positive_int("n", n, minimum=0)
+    growth = _check_growth(growth, layers)
     modules, records, shape = [], [], tuple(in_shape)
+    if n == 0:  # still check the list, without allocating or drawing random numbers
+        with torch.device("meta"):
+            _build(layers, shape, "[0]")
     for i in range(n):
-        module, shape, recs = _build(layers, shape, f"[{i}]")
+        module, shape, recs = _build(_grown(layers, growth, i) if growth else layers, shape, f"[{i}]")
         modules.append(module)
         records.extend(recs)
     block = nn.Sequential(*modules)
+    block.child_records = records
+    return block, shape
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2's block: ``conv`` (expand, depthwise, project) plus the input when ``use_shortcut``."""
+
+    def __init__(self, conv: nn.Sequential, use_shortcut: bool):
+        super().__init__()
+        self.conv = conv
+        self.use_shortcut = use_shortcut
+
+    def forward(self, x):
+        y = self.conv(x)
+        return x + y if self.use_shortcut else y
+
+    def extra_repr(self):
+        return f"shortcut={self.use_shortcut}"
+
+
+@register("inverted_residual", doc="MobileNetV2 block: 1x1 expansion to round(C*expansion) channels (none for 1), "
+                                   "k x k depthwise, linear 1x1 projection, each with batch norm; an identity "
+                                   "shortcut when stride is 1 and the channels match", section="5.13")
+def inverted_residual(in_shape, *, out_channels, expansion=6, kernel_size=3, stride=1, activation="relu6",
+                      bn_eps=1e-5):
+    from cnnrun.model.builder import LayerRecord
+
+    rank = A.spatial_rank("inverted_residual", in_shape)
+    out_channels = A.positive_int("out_channels", out_channels)
+    ratio = A.positive_float("expansion", expansion)
+    hidden = int(round(in_shape[0] * ratio))
+    if hidden < 1:
+        raise A.ConfigError("expansion", f"gives {in_shape[0]} * {expansion} < 1 hidden channels")
+    kernel = A.int_tuple("kernel_size", kernel_size, rank)
+    strides = A.int_tuple("stride", stride, rank)
+    unit = dict(bias=False, norm="bn", bn_eps=bn_eps)
+    units, records, shape = [], [], tuple(in_shape)
+    steps = [] if ratio == 1 else [("expand", "1x1", hidden, 1, 1, 1, activation)]
+    steps += [("depthwise", "x".join(map(str, kernel)) + " depthwise", hidden, kernel, strides, hidden, activation),
+              ("project", "1x1 linear", out_channels, 1, 1, 1, None)]
+    for name, kind, width, k, s, groups, act in steps:
+        pad = [(kk - 1) // 2 for kk in A.int_tuple("kernel_size", k, rank)]  # torchvision's symmetric padding
+        module, out = conv_unit("inverted_residual", shape, width, k, stride=s, padding=pad, groups=groups,
+                                activation=act, **unit)
+        records.append(LayerRecord(name, kind, shape, out, sum(p.numel() for p in module.parameters()), module))
+        units.append(module)
+        shape = out
+    block = InvertedResidual(nn.Sequential(*units), use_shortcut=set(strides) == {1} and shape == tuple(in_shape))
     block.child_records = records
     return block, shape
 

@@ -26,12 +26,13 @@ def output_size(size: int, kernel: int, stride: int = 1, dilation: int = 1, pad:
                 ceil_mode: bool = False) -> int:
     """Output length of a sliding window over ``size`` positions padded by ``pad`` (PyTorch's formula)."""
     span = size + pad[0] + pad[1] - effective_kernel(kernel, dilation)
-    if span < 0:
+    if span < 0 and not ceil_mode:
         return 0
+    # ceil_mode: PyTorch's ceil(span / stride) + 1, which also gives one window when the window overhangs the input
     steps = -(-span // stride) if ceil_mode else span // stride
-    if ceil_mode and steps * stride >= size + pad[0]:  # PyTorch: the last window must start inside the input
+    if ceil_mode and steps >= 0 and steps * stride >= size + pad[0]:  # the last window must start inside the input
         steps -= 1
-    return steps + 1
+    return max(steps + 1, 0)
 
 
 def same_pad(size: int, kernel: int, stride: int = 1, dilation: int = 1) -> tuple[int, int]:

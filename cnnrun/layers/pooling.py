@@ -66,6 +66,17 @@ def avgpool(in_shape, *, kernel_size=2, stride=None, padding=0, ceil_mode=False,
     return AVGPOOL[rank](kernel, strides, padding=sym, ceil_mode=ceil_mode, count_include_pad=include), out
 
 
+ADAPTIVE_AVGPOOL = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}
+
+
+@register("adaptive_avgpool", doc="average pooling to a fixed output_size for any input size (AlexNet's 6x6, VGG's "
+                                  "7x7); a larger output repeats cells", section="5.7")
+def adaptive_avgpool(in_shape, *, output_size=1):
+    rank = A.spatial_rank("adaptive_avgpool", in_shape)
+    size = A.int_tuple("output_size", output_size, rank)
+    return ADAPTIVE_AVGPOOL[rank](size), (in_shape[0], *size)
+
+
 class GlobalPool(nn.Module):
     """Mean or max over every spatial position: (N, C, *spatial) -> (N, C)."""
 

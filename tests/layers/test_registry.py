@@ -21,7 +21,8 @@ CASES = {
     + [((4, 9, 9), {"out_channels": 6, "kernel_size": 3, "groups": 2, "bias": False, "padding": "same",
                     "stride": 2}, conv_params(4, 6, 3, 2, bias=False, groups=2), (6, 5, 5))],
     "maxpool": [(IMAGE[r], {"kernel_size": 2}, 0, (3, *[n // 2 for n in IMAGE[r][1:]])) for r in (1, 2, 3)]
-    + [((3, 13, 13), {"kernel_size": 3, "stride": 2}, 0, (3, 6, 6))],  # overlapping pooling
+    + [((3, 13, 13), {"kernel_size": 3, "stride": 2}, 0, (3, 6, 6)),  # overlapping pooling
+       ((3, 2, 2), {"kernel_size": 3, "stride": 2, "ceil_mode": True}, 0, (3, 1, 1))],  # ceil_mode: window overhangs
     "avgpool": [(IMAGE[r], {"kernel_size": 2}, 0, (3, *[n // 2 for n in IMAGE[r][1:]])) for r in (1, 2, 3)],
     "global_avgpool": [(IMAGE[r], {}, 0, (3,)) for r in (1, 2, 3)],
     "global_maxpool": [(IMAGE[r], {}, 0, (3,)) for r in (1, 2, 3)],
@@ -75,11 +76,18 @@ CASES.update({
                  (IMAGE[2], {"merge": "add", "branches": [["identity"], ["relu"]]}, 0, IMAGE[2])],
     "residual": [(IMAGE[2], {"layers": [{"conv": {"out_channels": 3, "padding": "same"}}], "activation": "relu"},
                   conv_params(3, 3, 3, 2), IMAGE[2]),
+                 # odd size: a stride-2 body maps 7 onto 4, and so does the stride-2 1x1 projection
+                 ((3, 7, 7), {"layers": [{"conv": {"out_channels": 4, "stride": 2, "padding": 1}}],
+                              "shortcut_norm": True}, conv_params(3, 4, 3, 2) + 3 * 4 + 2 * 4, (4, 4, 4)),
                  (IMAGE[2], {"layers": [{"conv": {"out_channels": 6, "stride": 2, "padding": "same"}}],
                              "shortcut_norm": True},
                   conv_params(3, 6, 3, 2) + 3 * 6 + 2 * 6, (6, 6, 5))],
     "repeat": [(IMAGE[2], {"n": 3, "layers": [{"conv": {"out_channels": 4, "padding": "same"}}, "relu"]},
-                conv_params(3, 4, 3, 2) + 2 * conv_params(4, 4, 3, 2), (4, 12, 10))],
+                conv_params(3, 4, 3, 2) + 2 * conv_params(4, 4, 3, 2), (4, 12, 10)),
+               (IMAGE[2], {"n": 0, "layers": [{"conv": {"out_channels": 4, "padding": "same"}}]}, 0, IMAGE[2]),
+               ((3, 20, 18), {"n": 3, "growth": {"dilation": 2},  # dilations 1, 2, 4: 3x3, 5x5, 9x9 windows
+                              "layers": [{"dilated_conv": {"out_channels": 3, "dilation": 1}}]},
+                3 * conv_params(3, 3, 3, 2), (3, 20 - 2 - 4 - 8, 18 - 2 - 4 - 8))],
     "mlpconv": [(IMAGE[2], {"out_channels": [8, 6, 4], "kernel_size": 3},
                  conv_params(3, 8, 3, 2) + conv_params(8, 6, 1, 2) + conv_params(6, 4, 1, 2), (4, 10, 8))],
     "layernorm": [(IMAGE[2], {}, 6, IMAGE[2]), ((9,), {}, 18, (9,))],
@@ -88,8 +96,18 @@ CASES.update({
     "dropout2d": [(IMAGE[2], {"p": 0.2}, 0, IMAGE[2])],
     "dropout3d": [(IMAGE[3], {"p": 0.2}, 0, IMAGE[3])],
     "softmax": [((5,), {}, 0, (5,)), (IMAGE[2], {}, 0, IMAGE[2])],
+    "adaptive_avgpool": [((3, 12, 10), {"output_size": [3, 2]}, 0, (3, 3, 2)), ((3, 16), {"output_size": 4}, 0, (3, 4)),
+                         (IMAGE[3], {"output_size": 2}, 0, (3, 2, 2, 2)),
+                         ((3, 2, 2), {"output_size": 6}, 0, (3, 6, 6))],  # larger than the input: cells repeat
+    # expand 1x1 (C -> tC) + bn, depthwise k x k + bn, project 1x1 + bn; no biases
+    "inverted_residual": [((8, 6, 6), {"out_channels": 8, "expansion": 2},
+                           8 * 16 + 2 * 16 + 16 * 9 + 2 * 16 + 16 * 8 + 2 * 8, (8, 6, 6)),
+                          ((8, 7, 7), {"out_channels": 12, "stride": 2},
+                           8 * 48 + 2 * 48 + 48 * 9 + 2 * 48 + 48 * 12 + 2 * 12, (12, 4, 4)),
+                          ((4, 10), {"out_channels": 6, "expansion": 1, "kernel_size": 5},  # no expansion layer
+                           4 * 5 + 2 * 4 + 4 * 6 + 2 * 6, (6, 10))],
 })
-for _act in ("relu", "tanh", "sigmoid", "gelu", "silu"):
+for _act in ("relu", "relu6", "tanh", "sigmoid", "gelu", "silu"):
     CASES[_act] = [(IMAGE[r], {}, 0, IMAGE[r]) for r in (1, 2, 3)] + [((5,), {}, 0, (5,))]
 
 # name -> (input shape, bad args, the argument the error must name)
@@ -126,13 +144,23 @@ BAD = {
                  ((3, 8, 8), {"branches": [["relu"], [{"maxpool": {"kernel_size": 2}}]]}, "branches")],
     "residual": [((3, 8, 8), {"layers": [{"conv": {"out_channels": 4}}], "shortcut": "identity"}, "shortcut"),
                  ((3, 8, 8), {"layers": ["relu"], "activation": "reluu"}, "activation")],
-    "repeat": [((3, 8, 8), {"n": 0, "layers": ["relu"]}, "n")],
+    "repeat": [((3, 8, 8), {"n": -1, "layers": ["relu"]}, "n"),
+               ((3, 8, 8), {"n": 2, "layers": ["relu"], "growth": {"dilation": 2}}, "growth"),
+               ((3, 8, 8), {"n": 2, "layers": [{"dilated_conv": {"out_channels": 2, "dilation": 1}}],
+                            "growth": {"dilation": 0}}, "growth.dilation"),
+               ((3, 8, 8), {"n": 0, "layers": [{"conv": {"out_channels": 0}}]}, "[0][0] (conv): out_channels")],
     "mlpconv": [((3, 8, 8), {"out_channels": 16}, "out_channels")],
     "layernorm": [((3, 8, 8), {"eps": -1}, "eps")],
     "groupnorm": [((6, 8, 8), {"num_groups": 4}, "num_groups")],
     "lrn": [((3, 8, 8), {"size": 0}, "size")],
     "dropout2d": [((3, 8, 8), {"p": 3}, "p")],
     "dropout3d": [((3, 4, 8, 8), {"p": -1}, "p")],
+    "adaptive_avgpool": [((3, 8, 8), {"output_size": 0}, "output_size"),
+                         ((3, 8, 8), {"output_size": [2, 2, 2]}, "output_size")],
+    "inverted_residual": [((3, 8, 8), {"out_channels": 4, "expansion": 0}, "expansion"),
+                          ((3, 8, 8), {"out_channels": 4, "stride": 0}, "stride"),
+                          ((3, 8, 8), {"out_channels": 4, "activation": "relu7"}, "activation"),
+                          ((3, 8, 8), {"out_channels": 0}, "out_channels")],
 }
 
 

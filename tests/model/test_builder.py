@@ -67,3 +67,37 @@ def test_last_layer_must_match_num_classes():
 def test_unresolvable_interpolation_is_a_config_error():
     with pytest.raises(ConfigError, match="model: cannot resolve"):
         build_model(spec({"conv": {"out_channels": "${model.widht}"}}), (1, 8, 8))
+
+
+CONV_NET = [{"conv": {"out_channels": 4, "kernel_size": 3}}, "global_avgpool", {"linear": {"out_features": 3}}]
+
+
+@pytest.mark.parametrize("shape,message", [
+    ((1, 40), r"^data\.input_shape: model t takes \[channels, height, width\] images such as \[3, 32, 32\], got "
+              r"\[1, 40\]$"),
+    ((1, 4, 8, 8), r"^data\.input_shape: model t takes \[channels, height, width\] images"),
+    ((1, 9, 12), r"^data\.input_shape: model t needs a spatial size of at least 10x10, got 9x12 \(\[1, 9, 12\]\); its "
+                 r"reference input is \[3, 32, 32\]$"),
+])
+def test_the_declared_input_is_checked_before_building(shape, message):
+    with pytest.raises(ConfigError, match=message):
+        build_model(spec(*CONV_NET, reference_input=[3, 32, 32], min_size=10), shape, 3)
+    assert build_model(spec(*CONV_NET, reference_input=[3, 32, 32], min_size=10), (1, 10, 12), 3).output_shape == (3,)
+
+
+def test_min_size_per_dimension_and_sequences():
+    model = spec(*CONV_NET, reference_input=[1, 16, 32, 32], min_size=[4, 8, 8])
+    assert build_model(model, (1, 4, 8, 8), 3).output_shape == (3,)
+    with pytest.raises(ConfigError, match=r"needs a spatial size of at least 4x8x8, got 3x8x8"):
+        build_model(model, (1, 3, 8, 8), 3)
+    with pytest.raises(ConfigError, match=r"takes \[channels, length\] sequences such as \[1, 40\], got \[1, 8, 8\]"):
+        build_model(spec(*CONV_NET, reference_input=[1, 40]), (1, 8, 8), 3)
+
+
+@pytest.mark.parametrize("extra,key", [({"reference_input": [3, 0, 32]}, "model.reference_input"),
+                                       ({"reference_input": "224"}, "model.reference_input"),
+                                       ({"min_size": [4, 4, 4]}, "model.min_size"),
+                                       ({"min_size": 0}, "model.min_size")])
+def test_bad_declarations_are_config_errors(extra, key):
+    with pytest.raises(ConfigError, match=rf"^{key}: "):
+        build_model(spec(*CONV_NET, **extra), (1, 8, 8), 3)
