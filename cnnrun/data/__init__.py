@@ -1,29 +1,46 @@
-"""Data sources -> in-memory splits; ``load_data(data_cfg)`` dispatches on ``data.name``."""
+"""Data sources -> splits; ``load_data(data_cfg)`` dispatches on ``data.name``.
+
+A source is a function from the data config to its samples: a tuple ``(x, y)`` of all samples, or a dict with
+``x``, ``y`` (the training pool) and optionally ``test_x``/``test_y`` and ``val_x``/``val_y`` (fixed splits, e.g.
+an official test set), ``classes`` (names) and ``value_range`` ((0, 1) for images). Register one with
+``@source(name, check=...)``; ``check`` validates its own keys before anything is loaded.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from cnnrun.data.splits import Splits, fraction, stratified_split
+from cnnrun.data.splits import Splits, fraction, long_tail_subset, stratified_split
 from cnnrun.errors import ConfigError, did_you_mean
 
-SOURCES: dict[str, Callable[[dict[str, Any]], tuple[torch.Tensor, torch.Tensor]]] = {}
+
+@dataclass(frozen=True)
+class Source:
+    load: Callable[[dict[str, Any]], Any]
+    check: Callable[[dict[str, Any]], None] | None = None
 
 
-def source(name: str):
-    """Register a data source: a function from the data config to all samples (x, y)."""
+SOURCES: dict[str, Source] = {}
+BALANCE = ("none", "sampler", "loss_weights")
+
+
+def source(name: str, check: Callable[[dict[str, Any]], None] | None = None):
+    """Register a data source: a function from the data config to its samples (see the module docstring)."""
     def decorator(fn):
-        SOURCES[name] = fn
+        SOURCES[name] = Source(fn, check)
         return fn
     return decorator
 
 
+# -- the built-in sources (each imports its module only when used) ------------------------------------------------
 @source("digits")
 def _digits(cfg):
     from cnnrun.data.digits import load_digits_tensors
-    return load_digits_tensors(cfg["input_shape"])
+    x, y = load_digits_tensors(cfg["input_shape"])
+    return {"x": x, "y": y, "value_range": (0.0, 1.0), "classes": [str(i) for i in range(10)]}
 
 
 @source("synthetic")
@@ -33,12 +50,68 @@ def _synthetic(cfg):
                                   cfg.get("noise", 1.0), cfg.get("split_seed", 0))
 
 
+def _register_torchvision(name: str) -> None:
+    def load(cfg):
+        from cnnrun.data import torchvision_sets
+        return torchvision_sets.load(name, cfg)
+
+    def check(cfg):
+        from cnnrun.data import torchvision_sets
+        torchvision_sets.check(name, cfg)
+
+    source(name, check=check)(load)
+
+
+for _name in ("mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100", "svhn"):
+    _register_torchvision(_name)
+
+
+def _check_image_folder(cfg):
+    from cnnrun.data import image_folder
+    image_folder.check(cfg)
+
+
+@source("image_folder", check=_check_image_folder)
+def _image_folder(cfg):
+    from cnnrun.data import image_folder
+    return image_folder.load(cfg)
+
+
+def _check_mnist1d(cfg):
+    from cnnrun.data import mnist1d
+    mnist1d.check(cfg)
+
+
+@source("mnist1d", check=_check_mnist1d)
+def _mnist1d(cfg):
+    from cnnrun.data import mnist1d
+    return mnist1d.load(cfg)
+
+
+def _check_moving_digits(cfg):
+    from cnnrun.data import moving_digits
+    moving_digits.check(cfg)
+
+
+@source("moving_digits", check=_check_moving_digits)
+def _moving_digits(cfg):
+    from cnnrun.data import moving_digits
+    return moving_digits.load(cfg)
+
+
+# -- checking and loading -------------------------------------------------------------------------------------------
 def check_data_config(cfg: dict[str, Any]) -> None:
-    """Validate the keys every data config shares, before anything is loaded."""
+    """Validate the data config before anything is loaded: the source's own keys, then those every data set shares
+    (shape, classes, batch size, fractions, imbalance, balance, augment)."""
+    from cnnrun.data.augment import build_augment
+
     name = cfg.get("name")
     if name not in SOURCES:
         raise ConfigError("data.name", f"unknown data set '{name}'{did_you_mean(name, SOURCES)} "
                                        f"(known: {', '.join(sorted(SOURCES))})")
+    check = SOURCES[name].check
+    if check is not None:  # first: it names the source's own keys (image_size rather than the shape made from it)
+        check(cfg)
     shape = cfg.get("input_shape")
     if (not isinstance(shape, list) or not 2 <= len(shape) <= 4
             or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)):
@@ -51,25 +124,79 @@ def check_data_config(cfg: dict[str, Any]) -> None:
     fraction("data.test_fraction", cfg.get("test_fraction", 0.2), allow_zero=False, upper_open=True)
     fraction("data.val_fraction", cfg.get("val_fraction", 0.1), allow_zero=False, upper_open=True)
     fraction("data.train_fraction", cfg.get("train_fraction", 1.0), allow_zero=False)
+    imbalance = cfg.get("imbalance", 1)
+    if isinstance(imbalance, bool) or not isinstance(imbalance, (int, float)) or not imbalance >= 1:
+        raise ConfigError("data.imbalance", f"is the ratio of the largest to the smallest training class: a number "
+                                            f">= 1 (1 = unchanged), got {imbalance!r}")
+    balance = cfg.get("balance", "none")
+    if balance not in BALANCE:
+        raise ConfigError("data.balance", f"must be one of {', '.join(BALANCE)}, got {balance!r}"
+                                          f"{did_you_mean(str(balance), BALANCE)}")
+    split_seed = cfg.get("split_seed", 0)
+    if isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0:
+        raise ConfigError("data.split_seed", f"must be a non-negative integer, got {split_seed!r}")
+    build_augment(cfg.get("augment"), shape)
+
+
+def _as_dict(loaded: Any) -> dict[str, Any]:
+    if isinstance(loaded, dict):
+        return loaded
+    x, y = loaded
+    return {"x": x, "y": y}
+
+
+def _take(x: Any, index: np.ndarray) -> Any:
+    """Rows ``index`` of a tensor, or a subset of a dataset of files."""
+    if isinstance(x, torch.Tensor):
+        return x[torch.from_numpy(index)]
+    return x.subset(index)
 
 
 def load_data(cfg: dict[str, Any]) -> Splits:
-    """Load the data set described by ``cfg`` (a plain data config) into stratified, disjoint splits."""
+    """Load the data set described by ``cfg`` (a plain data config) into stratified, disjoint splits.
+
+    Without fixed splits, ``test_fraction`` of all samples is held out, then ``val_fraction`` of the rest. A fixed
+    test set is used as given and validation is carved out of the training pool. The training split then keeps a
+    stratified ``train_fraction``, and ``imbalance`` > 1 makes it long-tailed (validation and test stay as they
+    are). Everything is fixed by ``split_seed``.
+    """
     check_data_config(cfg)
-    x, y = SOURCES[cfg["name"]](cfg)
-    if tuple(x.shape[1:]) != tuple(cfg["input_shape"]):
-        raise ConfigError("data.input_shape", f"is {cfg['input_shape']} but the data have shape "
-                                              f"{list(x.shape[1:])}")
-    found = int(y.max()) + 1
+    data = _as_dict(SOURCES[cfg["name"]].load(cfg))
+    expected = tuple(cfg["input_shape"])
+    labels = {}
+    for part in ("", "val_", "test_"):
+        if data.get(f"{part}x") is None:
+            continue
+        x, y = data[f"{part}x"], data[f"{part}y"]
+        if tuple(x.shape[1:]) != expected:
+            raise ConfigError("data.input_shape", f"is {list(expected)} but the data have shape {list(x.shape[1:])}")
+        labels[part] = y.numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    found = max(int(v.max()) for v in labels.values() if len(v)) + 1
     if found != cfg["num_classes"]:
         raise ConfigError("data.num_classes", f"is {cfg['num_classes']} but {cfg['name']} has {found} classes")
-    train, val, test = stratified_split(y.numpy(), cfg.get("test_fraction", 0.2), cfg.get("val_fraction", 0.1),
-                                        cfg.get("train_fraction", 1.0), cfg.get("split_seed", 0))
-    t = {k: torch.from_numpy(v) for k, v in (("train", train), ("val", val), ("test", test))}
-    splits = Splits(x[t["train"]], y[t["train"]], x[t["val"]], y[t["val"]], x[t["test"]], y[t["test"]],
-                    num_classes=cfg["num_classes"])
+
+    seed = cfg.get("split_seed", 0)
+    y = labels[""]
+    fixed_val, fixed_test = "val_" in labels, "test_" in labels
+    test_frac = 0.0 if fixed_test else cfg.get("test_fraction", 0.2)
+    val_frac = 0.0 if fixed_val else cfg.get("val_fraction", 0.1)
+    train, val, test = stratified_split(y, test_frac, val_frac, cfg.get("train_fraction", 1.0), seed)
+    imbalance = cfg.get("imbalance", 1)
+    if imbalance > 1:
+        train = long_tail_subset(y, train, cfg["num_classes"], imbalance, seed)
+
+    def split(index: np.ndarray, part: str) -> tuple[Any, torch.Tensor]:
+        if part:  # a fixed split, whole
+            return data[f"{part}x"], torch.as_tensor(labels[part], dtype=torch.int64)
+        return _take(data["x"], index), torch.from_numpy(y[index].astype(np.int64))
+
+    train_x, train_y = split(train, "")
+    val_x, val_y = split(val, "val_" if fixed_val else "")
+    test_x, test_y = split(test, "test_" if fixed_test else "")
+    splits = Splits(train_x, train_y, val_x, val_y, test_x, test_y, num_classes=cfg["num_classes"],
+                    value_range=data.get("value_range"), classes=data.get("classes"))
     if cfg.get("normalize", False):
-        splits.normalize()
+        splits.normalize(seed=seed)
     return splits
 
 
