@@ -8,20 +8,28 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from cnnrun.distributed import is_rank_zero
+
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write atomically, so that a reader never sees half a file."""
+    """Write atomically, so that a reader never sees half a file. Only rank 0 of a distributed run writes."""
+    if not is_rank_zero():
+        return
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
     os.replace(tmp, path)
 
 
 def write_config(run_dir: Path, plain: dict[str, Any]) -> None:
-    """The resolved config, as YAML (``config.yaml``)."""
+    """The resolved config, as YAML (``config.yaml``); rank 0 only."""
+    if not is_rank_zero():
+        return
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(plain)))
 
 
 def print_summary(summary: dict[str, Any]) -> None:
+    if not is_rank_zero():
+        return
     from rich.console import Console
 
     from cnnrun.model import render_summary

@@ -23,8 +23,12 @@ class Classifier(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters({"config": config}, logger=False)
         data = config["data"]
-        self.model = model if model is not None else build_model(config["model"], data["input_shape"],
-                                                                 data["num_classes"])
+        if model is None:  # rebuilt from a checkpoint, whose weights are loaded next: no init_weights file needed
+            spec = dict(config["model"])
+            if isinstance(spec.get("init_weights"), dict):
+                spec["init_weights"] = {**spec["init_weights"], "path": None}
+            model = build_model(spec, data["input_shape"], data["num_classes"])
+        self.model = model
         self.objective = make_objective(config.get("loss") or {"name": "cross_entropy"})
         reg = config.get("regularization") or {}
         self.l1 = float(reg.get("l1", 0.0))
@@ -93,6 +97,32 @@ class Classifier(pl.LightningModule):
     def test_step(self, batch, batch_idx):
         self._step(self.eval_stage, batch)
 
+    # -- speed: memory format and compilation (trainer.channels_last, trainer.compile) ---------------------------
+    @property
+    def memory_format(self) -> torch.memory_format | None:
+        """channels_last for 2D inputs, channels_last_3d for 3D inputs, None otherwise or when off."""
+        if not (self.config.get("trainer") or {}).get("channels_last", False):
+            return None
+        rank = len(self.config["data"]["input_shape"]) - 1
+        return {2: torch.channels_last, 3: torch.channels_last_3d}.get(rank)
+
+    def setup(self, stage: str) -> None:
+        fmt = self.memory_format
+        if fmt is not None:
+            self.model.to(memory_format=fmt)
+        opts = (self.config.get("trainer") or {}).get("compile", False)
+        if opts and not getattr(self, "_compiled", False):
+            # nn.Module.compile keeps the parameter names, so checkpoints stay loadable without compiling
+            self.model.compile(**({} if opts is True else dict(opts)))
+            self._compiled = True
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        fmt = self.memory_format
+        if fmt is None:
+            return batch
+        x, y = batch
+        return x.contiguous(memory_format=fmt), y
+
     def on_fit_start(self):
         if self.device.type != "cpu":
             self.divergence_check_every = 25
@@ -101,6 +131,19 @@ class Classifier(pl.LightningModule):
         if self.trainer.ckpt_path is None and self.trainer.datamodule is not None:
             x, _ = next(iter(self.trainer.datamodule.train_dataloader()))
             self.init_from_data(x)
+        if self.trainer.world_size > 1 and self.trainer.datamodule is not None:
+            self.shards = self._shard_report(self.trainer.datamodule.train_dataloader())
+
+    def _shard_report(self, loader) -> dict[str, Any]:
+        """Distributed training: each process's share of the first epoch's training samples, gathered from all
+        processes (recorded in metrics.json as ``distributed``)."""
+        order = loader.order()
+        gathered = self.all_gather(order.to(self.device)).cpu()  # (world, shard size)
+        n = loader._count()
+        return {"world_size": self.trainer.world_size, "train_samples": n,
+                "train_shard_sizes": [int(len(row)) for row in gathered],
+                "distinct_samples_seen": int(torch.unique(gathered).numel()),
+                "samples_in_two_shards": int(gathered.numel() - torch.unique(gathered).numel())}
 
     @torch.no_grad()
     def init_from_data(self, x: torch.Tensor) -> None:

@@ -1,0 +1,145 @@
+"""Optuna pruning inside a job: report the per-epoch validation metric to the job's trial, stop when it is pruned.
+
+The sweeper (``hydra/sweeper=cnnrun_optuna``) tells a job which trial it runs through three environment variables,
+set for the job only (Hydra's ``hydra.job.env_set``, so they reach jobs in worker processes and on cluster nodes):
+the study's storage URL, the study's name and the trial number. The job loads its trial from that storage; the
+study's pruner settings are stored with the study (user attribute ``cnnrun.pruner``), so every job prunes with the
+sweeper's pruner. Light module: Optuna and Lightning load only when a trial runs.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import os
+from typing import Any
+
+from cnnrun.errors import ConfigError, did_you_mean
+
+STORAGE_ENV = "CNNRUN_OPTUNA_STORAGE"
+STUDY_ENV = "CNNRUN_OPTUNA_STUDY"
+TRIAL_ENV = "CNNRUN_OPTUNA_TRIAL"
+PRUNER_ATTR = "cnnrun.pruner"
+MONITOR = "val/acc"  # the job's objective (what ``python -m cnnrun`` returns to the sweeper), reported per epoch
+
+# name -> class name in optuna.pruners (pruners that judge a trial by its per-epoch values)
+PRUNERS = {
+    "none": "NopPruner",
+    "median": "MedianPruner",
+    "percentile": "PercentilePruner",
+    "hyperband": "HyperbandPruner",
+    "successive_halving": "SuccessiveHalvingPruner",
+    "threshold": "ThresholdPruner",
+}
+
+
+class Pruned(Exception):
+    """The job's trial was pruned: training stopped after ``epoch`` with ``value`` of the monitored metric."""
+
+    def __init__(self, epoch: int, value: float, history: list[dict[str, Any]] | None = None):
+        self.epoch, self.value, self.history = epoch, value, history or []
+        super().__init__(f"trial pruned after epoch {epoch} ({MONITOR}={value:.4f})")
+
+
+def accepted_arguments(cls) -> list[str]:
+    return [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")]
+
+
+def class_arguments(cls, settings: dict[str, Any], key: str,
+                    extra: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
+    """Keyword arguments of ``cls`` from flat settings: the set (non-null) ones that ``cls`` takes, and the names of
+    those it does not take (left out). Every key of ``extra`` (a free-form ``args`` mapping) must be an argument."""
+    accepted = accepted_arguments(cls)
+    kwargs = {k: v for k, v in settings.items() if v is not None and k in accepted}
+    ignored = sorted(k for k, v in settings.items() if v is not None and k not in accepted)
+    for name, value in (extra or {}).items():
+        if name not in accepted:
+            raise ConfigError(f"{key}.args.{name}", _not_an_argument(cls, name))
+        kwargs[name] = value
+    return kwargs, ignored
+
+
+def _not_an_argument(cls, name: str) -> str:
+    accepted = accepted_arguments(cls)
+    return (f"is not an argument of {'.'.join(cls.__module__.split('.')[:2])}.{cls.__name__}"
+            f"{did_you_mean(name, accepted)} (valid: {', '.join(accepted) or 'none'})")
+
+
+def _pruner_class(name: Any, key: str):
+    import optuna
+
+    name = "none" if name is None else str(name)
+    if name not in PRUNERS:
+        raise ConfigError(f"{key}.name", f"unknown pruner '{name}'{did_you_mean(name, PRUNERS)} "
+                                         f"(valid: {', '.join(PRUNERS)})")
+    return name, getattr(optuna.pruners, PRUNERS[name])
+
+
+def pruner_spec(settings: dict[str, Any] | None, key: str = "hydra.sweeper.pruner") -> tuple[dict[str, Any], list[str]]:
+    """The pruner to use, ``{name: ..., <its arguments>}``, from the sweeper's flat settings; and the settings that
+    the chosen pruner does not take (so a config can switch pruners without clearing the other one's settings)."""
+    settings = dict(settings or {})
+    name, cls = _pruner_class(settings.pop("name", None), key)
+    kwargs, ignored = class_arguments(cls, settings, key)
+    return {"name": name, **kwargs}, ignored
+
+
+def make_pruner(spec: dict[str, Any] | None, key: str = "hydra.sweeper.pruner"):
+    """An ``optuna.pruners`` object from ``{name: median, n_startup_trials: 5, ...}`` (None: no pruning); every key
+    must be an argument of the pruner."""
+    spec = dict(spec or {})
+    _, cls = _pruner_class(spec.pop("name", None), key)
+    kwargs, ignored = class_arguments(cls, spec, key)
+    if ignored:
+        raise ConfigError(f"{key}.{ignored[0]}", _not_an_argument(cls, ignored[0]))
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(key, f"optuna.pruners.{cls.__name__}: {err}") from None
+
+
+def trial_from_env() -> tuple[str, str, int] | None:
+    """(storage URL, study name, trial number) when this job runs an Optuna trial, else None."""
+    storage, study, number = (os.environ.get(k) for k in (STORAGE_ENV, STUDY_ENV, TRIAL_ENV))
+    if not (storage and study and number):
+        return None
+    return storage, study, int(number)
+
+
+def pruning_callback():
+    """The Lightning callback that reports to this job's trial, or None when the job is not an Optuna trial."""
+    found = trial_from_env()
+    if found is None:
+        return None
+    import optuna
+    import pytorch_lightning as pl
+
+    storage_url, study_name, number = found
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(storage_url)
+    study_id = storage.get_study_id_from_name(study_name)
+    pruner = make_pruner(storage.get_study_user_attrs(study_id).get(PRUNER_ATTR))
+    study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner)
+    trial = optuna.trial.Trial(study, storage.get_trial_id_from_study_id_trial_number(study_id, number))
+
+    class OptunaPruning(pl.Callback):
+        """Reports ``val/acc`` after every validation; raises :class:`Pruned` when the pruner says so."""
+
+        def __init__(self):
+            self.trial = trial
+
+        def on_validation_end(self, trainer, pl_module) -> None:
+            if trainer.sanity_checking:
+                return
+            value = trainer.callback_metrics.get(MONITOR)
+            if value is None:
+                return
+            value, epoch = float(value), trainer.current_epoch
+            if not math.isfinite(value):
+                return  # a diverging run stops on its own, as failed
+            self.trial.report(value, step=epoch)
+            if self.trial.should_prune():
+                this_epoch = {"epoch": epoch, **{k: float(v) for k, v in trainer.callback_metrics.items()
+                                                 if k.startswith("val/")}}
+                raise Pruned(epoch, value, [*getattr(pl_module, "history", []), this_epoch])
+
+    return OptunaPruning()

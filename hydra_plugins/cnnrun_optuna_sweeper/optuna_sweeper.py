@@ -1,0 +1,335 @@
+"""The Sweeper: an Optuna study whose trials are Hydra jobs (ask, launch with any launcher, tell).
+
+Each trial is launched as job number = trial number, under the sweep folder. A job learns its trial through
+``hydra.job.env_set`` (see :mod:`cnnrun.train.pruning`), reports ``val/acc`` after every epoch and stops when the
+pruner says so; the sweeper then reads the job's ``metrics.json`` and tells Optuna COMPLETE (with the job's return
+value), PRUNED or FAIL. A failed trial never stops the study. After every batch of trials the sweep folder gets
+``optimization_results.yaml`` (best parameters and value) and ``trials.csv`` (every trial of the study).
+Hydra imports this module when it scans plugins: Optuna loads only when a sweep starts.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+from ._space import SearchSpace, SweepConfigError, search_space
+
+log = logging.getLogger(__name__)
+
+# name -> class name in optuna.samplers
+SAMPLERS = {
+    "tpe": "TPESampler",
+    "random": "RandomSampler",
+    "cmaes": "CmaEsSampler",
+    "gp": "GPSampler",
+    "qmc": "QMCSampler",
+    "nsgaii": "NSGAIISampler",
+}
+DIRECTIONS = ("maximize", "minimize")
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def make_sampler(settings: dict[str, Any], key: str = "hydra.sweeper.sampler"):
+    """An ``optuna.samplers`` object from the flat settings ``{name: tpe, seed: 0, ..., args: {...}}``."""
+    import optuna
+
+    from cnnrun.errors import ConfigError, did_you_mean
+    from cnnrun.train.pruning import class_arguments
+
+    settings = dict(settings or {})
+    name = str(settings.pop("name", None) or "tpe")
+    extra = settings.pop("args", None) or {}
+    if name not in SAMPLERS:
+        raise SweepConfigError(f"{key}.name", f"unknown sampler '{name}'{did_you_mean(name, SAMPLERS)} "
+                                              f"(valid: {', '.join(SAMPLERS)})")
+    cls = getattr(optuna.samplers, SAMPLERS[name])
+    try:
+        kwargs, ignored = class_arguments(cls, settings, key, extra)
+    except ConfigError as err:
+        raise SweepConfigError(str(err.path), err.message) from None
+    if ignored:
+        log.warning(f"{key}: {', '.join(ignored)} left out: not arguments of optuna.samplers.{cls.__name__}")
+    try:
+        return cls(**kwargs)
+    except ImportError as err:
+        raise SweepConfigError(f"{key}.name", f"sampler '{name}' needs a package that is not installed: {err}") \
+            from None
+    except (TypeError, ValueError) as err:
+        raise SweepConfigError(key, f"optuna.samplers.{cls.__name__}: {err}") from None
+
+
+def _quoted(text: str) -> str:
+    """A string as a quoted value of Hydra's override grammar (no interpolation)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("${", "\\${") + "'"
+
+
+def _consecutive(items: list[tuple[Any, list[str]]]) -> list[list[tuple[Any, list[str]]]]:
+    """Trials in runs of consecutive numbers: each run is one launch, so that job number = trial number."""
+    runs: list[list[tuple[Any, list[str]]]] = []
+    for item in items:
+        if runs and runs[-1][-1][0].number + 1 == item[0].number:
+            runs[-1].append(item)
+        else:
+            runs.append([item])
+    return runs
+
+
+class CnnrunOptunaSweeper(Sweeper):
+    """``hydra/sweeper=cnnrun_optuna``; its settings: :class:`.config.CnnrunOptunaSweeperConf`."""
+
+    def __init__(self, direction: str, study_name: str | None, storage: str | None, n_trials: int, n_jobs: int,
+                 sampler: Any, pruner: Any, params: Any, enqueue: Any) -> None:
+        self.direction = str(direction)
+        self.study_name = study_name
+        self.storage = storage
+        self.n_trials = n_trials
+        self.n_jobs = n_jobs
+        self.sampler_settings = dict(_plain(sampler) or {})
+        self.pruner_settings = dict(_plain(pruner) or {})
+        self.params = dict(_plain(params) or {})
+        self.enqueue = list(_plain(enqueue) or [])
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.launcher = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(config=config, hydra_context=hydra_context,
+                                                                task_function=task_function)
+        self.sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
+
+    # -- settings -------------------------------------------------------------------------------------------------
+    def _check(self) -> None:
+        if self.direction not in DIRECTIONS:
+            raise SweepConfigError("hydra.sweeper.direction", f"must be maximize or minimize, got {self.direction!r}")
+        for key in ("n_trials", "n_jobs"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SweepConfigError(f"hydra.sweeper.{key}", f"must be a positive integer, got {value!r}")
+        if not all(isinstance(e, dict) for e in self.enqueue):
+            raise SweepConfigError("hydra.sweeper.enqueue", "must be a list of mappings from parameters to values")
+
+    def _study_name(self) -> str:
+        if self.study_name:
+            return str(self.study_name)
+        assert self.config is not None
+        choice = self.config.hydra.runtime.choices.get("hparams_search")
+        return str(choice) if choice else "cnnrun"
+
+    def _pruner(self):
+        """The pruner and its settings as the jobs rebuild it (``{name: ..., <arguments>}``)."""
+        from cnnrun.errors import ConfigError
+        from cnnrun.train.pruning import make_pruner, pruner_spec
+
+        try:
+            spec, ignored = pruner_spec(self.pruner_settings)
+            pruner = make_pruner(spec)
+        except ConfigError as err:
+            raise SweepConfigError(str(err.path), err.message) from None
+        if ignored:
+            log.warning(f"hydra.sweeper.pruner: {', '.join(ignored)} left out: not arguments of the {spec['name']} "
+                        f"pruner")
+        return pruner, spec
+
+    def _create_study(self, space: SearchSpace, sampler, pruner, spec: dict[str, Any]):
+        import optuna
+
+        from cnnrun.train.pruning import PRUNER_ATTR
+
+        storage = self.storage or f"sqlite:///{self.sweep_dir / 'optuna.db'}"
+        name = self._study_name()
+        try:
+            study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+                                        direction=self.direction, load_if_exists=True)
+        except Exception as err:  # a bad URL, a missing database driver, a file that cannot be opened
+            raise SweepConfigError("hydra.sweeper.storage", f"{storage}: {type(err).__name__}: "
+                                                            f"{str(err).splitlines()[0] if str(err) else ''}") from None
+        if study.direction.name.lower() != self.direction:
+            raise SweepConfigError("hydra.sweeper.direction", f"study '{name}' in {storage} was created to "
+                                                              f"{study.direction.name.lower()}, not {self.direction}")
+        study.set_user_attr(PRUNER_ATTR, spec)  # the jobs build the same pruner from it
+        earlier = len(study.trials)
+        for i, values in enumerate(self.enqueue):
+            unknown = [k for k in values if k not in space.distributions and k not in space.fixed]
+            if unknown:
+                raise SweepConfigError(f"hydra.sweeper.enqueue[{i}]", f"{', '.join(unknown)} not in the search space "
+                                                                     f"({', '.join(space.distributions)})")
+            if earlier == 0:  # the study starts with them; a resumed study has run them already
+                study.enqueue_trial({k: v for k, v in values.items() if k in space.distributions})
+        return study, storage, earlier
+
+    # -- the sweep ------------------------------------------------------------------------------------------------
+    def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
+        import optuna
+
+        assert self.config is not None and self.launcher is not None and self.hydra_context is not None
+        self._check()
+        space = search_space(self.params, arguments)
+        if not space.distributions:
+            raise SweepConfigError("hydra.sweeper.params", "the search space is empty: give at least one parameter a "
+                                                           "range, e.g. optim.lr: tag(log, interval(1e-4, 0.3))")
+        pruner, spec = self._pruner()
+        sampler = make_sampler(self.sampler_settings)
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
+        study, storage, earlier = self._create_study(space, sampler, pruner, spec)
+        log.info(f"Optuna study '{study.study_name}' in {storage}: {earlier} earlier trials, {self.n_trials} to run "
+                 f"({type(study.sampler).__name__}, {type(study.pruner).__name__}, {self.direction})")
+        returns: list[Sequence[JobReturn]] = []
+        remaining = self.n_trials
+        while remaining > 0:
+            trials = [study.ask(space.distributions) for _ in range(min(self.n_jobs, remaining))]
+            remaining -= len(trials)
+            told: set[int] = set()
+            try:
+                runnable = []
+                for trial in trials:
+                    overrides = self._overrides(space, trial, storage, study.study_name)
+                    error = self._composition_error(overrides)
+                    if error is None:
+                        runnable.append((trial, overrides))
+                    else:
+                        job_dir = self._record_unlaunched(trial, overrides, error)
+                        self._tell(study, trial, optuna.trial.TrialState.FAIL, None, job_dir, error)
+                        told.add(trial.number)
+                for run in _consecutive(runnable):
+                    job_returns = self.launcher.launch([o for _, o in run], initial_job_idx=run[0][0].number)
+                    for (trial, _), ret in zip(run, job_returns):
+                        self._tell(study, trial, *self._outcome(ret))
+                        told.add(trial.number)
+                    returns.append(job_returns)
+            except BaseException:  # the launcher broke (or ^C): no trial of this batch stays RUNNING
+                for trial in trials:
+                    if trial.number not in told:
+                        study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+                self._write_results(study, storage)
+                raise
+            results = self._write_results(study, storage)
+        states = ", ".join(f"{n} {k}" for k, n in results["states"].items())
+        log.info(f"Study '{study.study_name}': {results['n_trials']} trials ({states}); results in "
+                 f"{self.sweep_dir / 'optimization_results.yaml'} and trials.csv")
+        if results["best_trial"] is not None:
+            log.info(f"Best trial {results['best_trial']}: value {results['best_value']} with {results['best_params']}")
+        return returns
+
+    def _overrides(self, space: SearchSpace, trial, storage: str, study_name: str) -> list[str]:
+        from cnnrun.train.pruning import STORAGE_ENV, STUDY_ENV, TRIAL_ENV
+
+        return [*space.overrides(trial.params),
+                f"++hydra.job.env_set.{STORAGE_ENV}={_quoted(storage)}",
+                f"++hydra.job.env_set.{STUDY_ENV}={_quoted(study_name)}",
+                f"++hydra.job.env_set.{TRIAL_ENV}={trial.number}"]
+
+    def _composition_error(self, overrides: list[str]) -> str | None:
+        """Why the trial's config cannot be composed (e.g. a choice of a config that does not exist), or None."""
+        assert self.hydra_context is not None and self.config is not None
+        try:
+            self.hydra_context.config_loader.load_sweep_config(master_config=self.config,
+                                                               sweep_overrides=list(overrides))
+        except Exception as err:
+            return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return None
+
+    def _record_unlaunched(self, trial, overrides: list[str], error: str) -> str:
+        """A trial that could not even be composed still gets its job folder's metrics.json (status failed)."""
+        from cnnrun.runfiles import write_json
+        from cnnrun.sweep import current_launch
+
+        job_dir = self.sweep_dir / str(trial.number)
+        job_dir.mkdir(parents=True, exist_ok=True)
+        task = [o for o in overrides if not o.startswith(("++hydra.", "hydra."))]
+        write_json(job_dir / "metrics.json", {"status": "failed", "error": error, "metrics": {}, "overrides": task,
+                                              "run_dir": str(job_dir), "launch": current_launch()})
+        print(f"error: trial {trial.number}: {error}", file=sys.stderr, flush=True)
+        return str(job_dir)
+
+    def _outcome(self, ret: JobReturn) -> tuple[Any, float | None, str | None, str | None]:
+        """(state, value, job folder, error) of a finished job, from its return value and its metrics.json."""
+        from optuna.trial import TrialState
+
+        job_dir = str(ret.hydra_cfg.hydra.runtime.output_dir) if ret.hydra_cfg is not None else None
+        record: dict[str, Any] = {}
+        if job_dir and (Path(job_dir) / "metrics.json").is_file():
+            try:
+                record = json.loads((Path(job_dir) / "metrics.json").read_text())
+            except (OSError, json.JSONDecodeError):
+                record = {}
+        if ret.status != JobStatus.COMPLETED:
+            try:
+                ret.return_value  # raises the job's exception
+                reason = "the job did not complete"
+            except Exception as err:
+                reason = f"{type(err).__name__}: {err}"
+            return TrialState.FAIL, None, job_dir, record.get("error") or reason
+        status = record.get("status")
+        if status == "pruned":
+            return TrialState.PRUNED, None, job_dir, None
+        value = ret.return_value
+        if status == "completed" and isinstance(value, (int, float)) and math.isfinite(value):
+            return TrialState.COMPLETE, float(value), job_dir, None
+        error = record.get("error") or (f"the job returned {value!r}, not a number" if status == "completed"
+                                        else f"job status: {status or 'unknown (no metrics.json)'}")
+        return TrialState.FAIL, None, job_dir, error
+
+    @staticmethod
+    def _tell(study, trial, state, value: float | None, job_dir: str | None, error: str | None) -> None:
+        if job_dir:
+            trial.set_user_attr("job_dir", job_dir)  # absolute: the storage may serve several sweep folders
+        if error:
+            trial.set_user_attr("error", error[:1000])
+        study.tell(trial, value if value is not None else None, state=state)
+
+    # -- results --------------------------------------------------------------------------------------------------
+    def _relative(self, path: str) -> str:
+        """A job folder relative to the sweep folder when it lies inside (the usual case)."""
+        try:
+            return str(Path(path).relative_to(self.sweep_dir)) if path else ""
+        except ValueError:
+            return path
+
+    def _write_results(self, study, storage: str) -> dict[str, Any]:
+        """optimization_results.yaml (best trial) and trials.csv (every trial) in the sweep folder."""
+        from optuna.trial import TrialState
+
+        trials = study.trials
+        counts = {s.name.lower(): sum(1 for t in trials if t.state == s) for s in TrialState}
+        results: dict[str, Any] = {"name": "optuna", "study_name": study.study_name, "storage": storage,
+                                   "direction": self.direction, "n_trials": len(trials),
+                                   "states": {k: v for k, v in counts.items() if v},
+                                   "best_trial": None, "best_value": None, "best_params": None, "best_job_dir": None}
+        if counts["complete"]:
+            best = study.best_trial
+            results.update(best_trial=best.number, best_value=best.value, best_params=best.params,
+                           best_job_dir=best.user_attrs.get("job_dir"))
+        tmp = self.sweep_dir / ".optimization_results.yaml.tmp"
+        OmegaConf.save(OmegaConf.create(results), tmp)
+        os.replace(tmp, self.sweep_dir / "optimization_results.yaml")
+
+        names = sorted({k for t in trials for k in t.params})
+        tmp = self.sweep_dir / ".trials.csv.tmp"
+        with tmp.open("w", newline="") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(["number", "state", "value", "duration_s", *names, "job_dir", "error"])
+            for t in trials:
+                duration = t.duration.total_seconds() if t.duration is not None else None
+                writer.writerow([t.number, t.state.name, t.value, None if duration is None else round(duration, 3),
+                                 *[t.params.get(n) for n in names], self._relative(t.user_attrs.get("job_dir", "")),
+                                 t.user_attrs.get("error", "")])
+        os.replace(tmp, self.sweep_dir / "trials.csv")
+        return results
