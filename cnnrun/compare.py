@@ -328,7 +328,7 @@ def plot(path: Path, groups: Sequence[Group]) -> None:
     import matplotlib.pyplot as plt
 
     order = ranked(groups)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, max(3.5, 0.45 * len(order) + 1.5)))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, max(3.5, 0.45 * len(order) + 1.5)), layout="constrained")
     labels = [g.config for g in order]
     for i, g in enumerate(order):
         acc = list(g.values("test/acc").values())
@@ -357,7 +357,6 @@ def plot(path: Path, groups: Sequence[Group]) -> None:
     ax2.grid(alpha=0.3)
     if ax2.lines:
         ax2.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)
     plt.close(fig)

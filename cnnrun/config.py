@@ -13,7 +13,7 @@ from omegaconf.errors import OmegaConfBaseException
 from cnnrun.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).parent / "conf"
-MODES = ("train", "test", "summary")
+MODES = ("train", "test", "summary", "gallery")
 
 
 def _uid() -> str:

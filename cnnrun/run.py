@@ -15,6 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnrun.config import check_root, import_user_modules, run_dir_and_overrides, to_plain
 from cnnrun.errors import ConfigError, Diverged
+from cnnrun.sweep import current_launch
+from cnnrun.train.pruning import Pruned
 from cnnrun.runfiles import print_summary, write_config, write_json
 
 def check_config(plain: dict[str, Any]):
@@ -39,9 +41,11 @@ def check_config(plain: dict[str, Any]):
     check_loss_config(plain.get("loss") or {"name": "cross_entropy"})
     check_regularization_config(plain.get("regularization") or {})
     check_schedule(plain["sched"])
+    from cnnrun.train.dashboards import dashboard_plan
     from cnnrun.train.trainer import check_trainer_config
 
     check_trainer_config(plain["trainer"])
+    dashboard_plan(plain.get("logger"))
     return model
 
 
@@ -57,6 +61,8 @@ def adopt_checkpoint_model(plain: dict[str, Any]) -> None:
         raise ConfigError("data.input_shape", f"is {plain['data']['input_shape']} but the checkpoint's model was "
                                               f"built for {saved['data']['input_shape']}")
     plain["model"] = saved["model"]
+    if isinstance(plain["model"].get("init_weights"), dict):  # the checkpoint holds the weights now
+        plain["model"]["init_weights"]["path"] = None
 
 
 def run(cfg: DictConfig | dict, output_dir: str | os.PathLike | None = None) -> dict[str, float]:
@@ -71,7 +77,7 @@ def run(cfg: DictConfig | dict, output_dir: str | os.PathLike | None = None) -> 
         "status": "failed", "error": None, "metrics": {}, "params": None, "duration_s": None,
         "overrides": overrides, "seed": None, "mode": None, "run_dir": str(run_dir),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
-        "host": platform.node(),
+        "host": platform.node(), "launch": current_launch(),
     }
     try:
         from cnnrun.generalization import apply_generalization, method_name
@@ -82,6 +88,10 @@ def run(cfg: DictConfig | dict, output_dir: str | os.PathLike | None = None) -> 
         plain = to_plain(apply_generalization(cfg))
         record["seed"], record["mode"] = plain.get("seed"), plain.get("mode")
         write_config(run_dir, plain)
+        if plain.get("mode") == "gallery":
+            from cnnrun.gallery import gallery
+
+            return gallery(plain, run_dir, record)
         if plain.get("mode") == "summary":
             import torch
 
@@ -95,6 +105,9 @@ def run(cfg: DictConfig | dict, output_dir: str | os.PathLike | None = None) -> 
                            verbose=False)
         model = check_config(plain)
         record["params"] = sum(p.numel() for p in model.parameters())
+        from cnnrun.train.trainer import apply_job_resources
+
+        record["resources"] = apply_job_resources(plain)  # threads and GPU of this job (parallel sweeps)
         from cnnrun.train.fit import fit_and_test
 
         fit_and_test(plain, model, run_dir, record, started)
@@ -106,6 +119,11 @@ def run(cfg: DictConfig | dict, output_dir: str | os.PathLike | None = None) -> 
         raise
     except ConfigError as err:
         record["error"] = str(err)
+        raise
+    except Pruned as err:  # an Optuna trial stopped by its pruner: a normal end, not a failure
+        record["status"], record["pruned_at"] = "pruned", {"epoch": err.epoch, "val/acc": err.value}
+        record["history"], record["epochs"] = err.history, len(err.history)
+        record["metrics"] = {k: v for k, v in (err.history[-1] if err.history else {}).items() if k != "epoch"}
         raise
     except BaseException as err:
         record["error"] = f"{type(err).__name__}: {err}"

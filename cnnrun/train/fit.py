@@ -10,8 +10,9 @@ import torch
 
 from cnnrun.data import load_data
 from cnnrun.model import summarize
-from cnnrun.data.loader import InMemoryLoader
+from cnnrun.distributed import is_rank_zero
 from cnnrun.train.datamodule import InMemoryDataModule
+from cnnrun.train.dashboards import make_dashboards
 from cnnrun.train.module import Classifier
 from cnnrun.runfiles import flat_hparams, print_summary, write_config, write_json
 from cnnrun.train.trainer import make_trainer
@@ -37,10 +38,9 @@ def _summary_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def clean_train_loader(datamodule: InMemoryDataModule) -> InMemoryLoader:
+def clean_train_loader(datamodule: InMemoryDataModule):
     """The training split in evaluation order, without augmentation or re-balancing."""
-    s = datamodule.splits
-    return InMemoryLoader(s.train_x, s.train_y, datamodule.eval_batch_size)
+    return datamodule.train_eval_dataloader()
 
 
 def fit_and_test(plain: dict[str, Any], model: torch.nn.Module, run_dir: Path, record: dict[str, Any],
@@ -56,10 +56,11 @@ def fit_and_test(plain: dict[str, Any], model: torch.nn.Module, run_dir: Path, r
     record["params"] = summary["total_params"]
 
     module = Classifier(plain, model)
-    datamodule = InMemoryDataModule(splits, plain["data"]["batch_size"], plain["seed"])
+    datamodule = InMemoryDataModule(splits, plain["data"]["batch_size"], plain["seed"], data=plain["data"])
     trainer = make_trainer(plain, run_dir)
     timer = _FirstStepTimer()
     trainer.callbacks.append(timer)
+    trainer.callbacks.extend(make_dashboards(plain, trainer.logger))
     ema_decay = (plain.get("regularization") or {}).get("ema_decay")
     if ema_decay:  # validation, checkpoints and the test use the averaged weights
         from pytorch_lightning.callbacks import EMAWeightAveraging
@@ -85,6 +86,8 @@ def fit_and_test(plain: dict[str, Any], model: torch.nn.Module, run_dir: Path, r
         test_ckpt = plain["ckpt_path"]
     trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt, verbose=True)
 
+    if getattr(module, "shards", None):
+        record["distributed"] = module.shards
     last = module.history[-1] if module.history else {}
     metrics = {k: last[k] for k in ("train/loss", "train/acc", "val/loss", "val/acc") if k in last}
     if plain["mode"] == "train":
@@ -106,4 +109,5 @@ def fit_and_test(plain: dict[str, Any], model: torch.nn.Module, run_dir: Path, r
         final = {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items() if v is not None}
         tb.log_hyperparams(flat_hparams(plain), final)
         tb.finalize("success")
-    print(f"run folder: {run_dir}\n" + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    if is_rank_zero():
+        print(f"run folder: {run_dir}\n" + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()))

@@ -1,0 +1,324 @@
+"""The dashboards callback: what it writes to TensorBoard, checked by reading the event files back and against
+independent computations (the checkpoint's weights, sklearn's confusion matrix, the layers' own outputs)."""
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cnnrun import ConfigError, compose, run
+from cnnrun.config import to_plain
+from cnnrun.train import dashboards as D
+from tests.conftest import QUIET
+
+EVERY_EPOCH = ["logger.dashboards.filters.every_n_epochs=1", "logger.dashboards.feature_maps.every_n_epochs=1",
+               "logger.dashboards.histograms.every_n_epochs=1"]
+STEPS = 12  # training batches per epoch (of 41)
+TRAIN = [*QUIET, "trainer.max_epochs=2", f"trainer.limit_train_batches={STEPS}"]
+
+
+def read_events(run_dir: Path) -> dict:
+    """Every image, histogram, text and graph in the run's event files (all steps kept)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = {"images": {}, "histograms": {}, "text": {}, "graph": None, "scalars": set()}
+    for path in sorted((run_dir / "tensorboard").glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(path), size_guidance={"images": 0, "histograms": 0, "tensors": 0})
+        acc.Reload()
+        tags = acc.Tags()
+        for tag in tags["images"]:
+            out["images"].setdefault(tag, []).extend(acc.Images(tag))
+        for tag in tags["histograms"]:
+            out["histograms"].setdefault(tag, []).extend(acc.Histograms(tag))
+        for tag in tags["tensors"]:
+            if tag.endswith("/text_summary"):
+                out["text"][tag.removesuffix("/text_summary")] = [
+                    e.tensor_proto.string_val[0].decode() for e in acc.Tensors(tag)]
+        if tags["graph"]:
+            out["graph"] = acc.Graph()
+        out["scalars"].update(tags["scalars"])
+    return out
+
+
+def png(event) -> np.ndarray:
+    """An image event's pixels, (H, W, 3) uint8."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(event.encoded_image_string)) as image:
+        return np.array(image.convert("RGB"))
+
+
+def scaled(values: torch.Tensor) -> np.ndarray:
+    """Min-max scaled to [0, 255], as the grids show each tile."""
+    v = values.double()
+    return ((v - v.min()) / (v.max() - v.min()) * 255).numpy()
+
+
+def tile(image: np.ndarray, index: int, nrow: int, size: int, pad: int = 2) -> np.ndarray:
+    """Tile ``index`` of a torchvision grid (tiles of ``size`` px, ``pad`` px apart), grey channel."""
+    r, c = divmod(index, nrow)
+    top, left = pad + r * (size + pad), pad + c * (size + pad)
+    return image[top:top + size, left:left + size, 0].astype(np.float64)
+
+
+def block_centres(t: np.ndarray, factor: int) -> np.ndarray:
+    """One pixel per enlarged cell of a tile (nearest enlargement by ``factor``)."""
+    return t[factor // 2::factor, factor // 2::factor]
+
+
+@pytest.fixture(scope="module")
+def all_on(tmp_path_factory):
+    """A 2-epoch digits run with every dashboard on, the periodic ones every epoch."""
+    out = tmp_path_factory.mktemp("all_on")
+    metrics = run(compose([*TRAIN, *EVERY_EPOCH]), output_dir=out)
+    return out, metrics, read_events(out)
+
+
+def trained_model(run_dir: Path, name: str):
+    from cnnrun.train.module import Classifier
+
+    ckpt = torch.load(run_dir / "checkpoints" / name, weights_only=True)
+    module = Classifier(ckpt["hyper_parameters"]["config"])
+    module.load_state_dict(ckpt["state_dict"])
+    return module.model.eval(), ckpt["hyper_parameters"]["config"]
+
+
+def data_module(config):
+    """The run's data module, built as cnnrun.train.fit builds it."""
+    from cnnrun.data import load_data
+    from cnnrun.train.datamodule import InMemoryDataModule
+
+    return InMemoryDataModule(load_data(config["data"]), config["data"]["batch_size"], config["seed"],
+                              data=config["data"])
+
+
+def test_every_dashboard_is_written(all_on):
+    out, _, ev = all_on
+    net, _ = trained_model(out, "last.ckpt")
+    params = [name for name, _ in net.named_parameters()]
+    for tag in ("filters/first_layer", "feature_maps/input", "feature_maps/shallow", "feature_maps/deep"):
+        assert len(ev["images"][tag]) == 2, tag  # every epoch of two
+    assert "feature_maps/middle" not in ev["images"]  # LeNet-5 has two convolution layers: shallow and deep
+    for tag in ("test/confusion_matrix", "test/misclassified"):
+        assert len(ev["images"][tag]) == 1, tag
+    assert {f"weights/{p}" for p in params} | {f"gradients/{p}" for p in params} == set(ev["histograms"])
+    ops = {node.op for node in ev["graph"].node}
+    assert {"aten::_convolution", "aten::avg_pool2d", "aten::linear"} <= ops
+    layers = ev["text"]["feature_maps/layers"][0]
+    assert "| shallow | model.layers[0] (conv) -> (6, 28, 28) |" in layers
+    assert "| deep | model.layers[3] (conv) -> (16, 10, 10) |" in layers
+
+
+def test_histograms_show_the_weights_at_epoch_end_and_the_last_steps_gradients(all_on):
+    out, _, ev = all_on
+    net, _ = trained_model(out, "last.ckpt")
+    weight_steps = [e.step for e in ev["histograms"]["weights/layers.0.weight"]]
+    grad_steps = [e.step for e in ev["histograms"]["gradients/layers.0.weight"]]
+    assert weight_steps == [STEPS, 2 * STEPS]
+    assert grad_steps == [STEPS - 1, 2 * STEPS - 1]  # the epoch's last batch, before its optimizer step
+    for name, param in net.named_parameters():  # the last epoch's weights are the last checkpoint's
+        h = ev["histograms"][f"weights/{name}"][-1].histogram_value
+        assert h.num == param.numel()
+        param = param.detach().double()
+        assert h.min == pytest.approx(float(param.min()), abs=1e-6)
+        assert h.max == pytest.approx(float(param.max()), abs=1e-6)
+        assert h.sum == pytest.approx(float(param.sum()), abs=1e-4)
+        g = ev["histograms"][f"gradients/{name}"][-1].histogram_value
+        assert g.num == param.numel() and g.max > g.min  # a real gradient, not zeros
+
+
+def test_filter_grid_shows_the_first_layers_weights(all_on):
+    out, _, ev = all_on
+    net, _ = trained_model(out, "last.ckpt")
+    weight = net.layers[0].weight.detach()  # (6, 1, 5, 5)
+    image = png(ev["images"]["filters/first_layer"][-1])
+    factor = math.ceil(D.MIN_TILE_PX / 5)
+    size, nrow = 5 * factor, math.ceil(math.sqrt(6))
+    assert image.shape[:2] == (2 * (size + 2) + 2, nrow * (size + 2) + 2)
+    for i in range(6):
+        shown = block_centres(tile(image, i, nrow, size), factor)
+        assert np.abs(shown - scaled(weight[i, 0])).max() <= 1.01, i
+
+
+def test_feature_maps_are_the_deep_layers_output_on_a_fixed_validation_sample(all_on):
+    out, _, ev = all_on
+    net, config = trained_model(out, "last.ckpt")
+    x, _ = next(iter(data_module(config).val_dataloader()))  # the validation split as the model sees it
+    seen = {}
+    net.layers[3].register_forward_hook(lambda m, i, o: seen.setdefault("deep", o))
+    with torch.no_grad():
+        net(x[:1])
+    maps = seen["deep"][0]  # (16, 10, 10)
+    image = png(ev["images"]["feature_maps/deep"][-1])
+    factor = math.ceil(D.MIN_TILE_PX / 10)
+    for channel in (0, 7, 15):
+        shown = block_centres(tile(image, channel, 4, 10 * factor), factor)
+        assert np.abs(shown - scaled(maps[channel])).max() <= 1.01, channel
+    first_input = png(ev["images"]["feature_maps/input"][0])
+    last_input = png(ev["images"]["feature_maps/input"][-1])
+    assert np.array_equal(first_input, last_input)  # the same sample every time
+
+
+def test_confusion_matrix_matches_sklearn_on_the_best_checkpoints_predictions(all_on):
+    from sklearn.metrics import confusion_matrix
+
+    out, metrics, ev = all_on
+    net, config = trained_model(out, "best.ckpt")
+    with torch.no_grad():
+        pairs = [(net(x).argmax(1), y) for x, y in data_module(config).test_dataloader()]
+    pred, true = torch.cat([p for p, _ in pairs]), torch.cat([y for _, y in pairs])
+    expected = confusion_matrix(true.numpy(), pred.numpy(), labels=list(range(10)))
+    table = ev["text"]["test/confusion_matrix_counts"][0].splitlines()[2:]
+    logged = np.array([[int(v) for v in row.strip("| ").split(" | ")[1:]] for row in table])
+    assert np.array_equal(logged, expected)
+    assert logged.trace() / logged.sum() == pytest.approx(metrics["test/acc"], abs=1e-6)
+    assert len(ev["text"]["test/confusion_matrix_counts"]) == 1  # the test split only, once
+
+
+def test_mode_test_logs_the_graph_and_the_same_confusion_matrix(all_on, tmp_path):
+    out, metrics, ev = all_on
+    tested = run(compose(["mode=test", f"ckpt_path={out}/checkpoints/best.ckpt", *TRAIN]), output_dir=tmp_path)
+    assert tested["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
+    again = read_events(tmp_path)
+    assert again["graph"] is not None and not again["histograms"]
+    assert again["text"]["test/confusion_matrix_counts"] == ev["text"]["test/confusion_matrix_counts"]
+    assert set(again["images"]) == {"test/confusion_matrix", "test/misclassified"}
+
+
+@pytest.fixture(scope="module")
+def half_off(tmp_path_factory):
+    """The all-on run's training with feature maps, the confusion matrix and the graph switched off."""
+    out = tmp_path_factory.mktemp("half_off")
+    metrics = run(compose([*TRAIN, *EVERY_EPOCH, "logger.dashboards.feature_maps=false",
+                           "logger.dashboards.confusion_matrix=false", "logger.dashboards.graph=false"]),
+                  output_dir=out)
+    return out, metrics, read_events(out)
+
+
+def test_switches_turn_their_dashboard_off_and_training_is_unchanged(all_on, half_off):
+    _, on_metrics, _ = all_on
+    _, metrics, ev = half_off
+    assert metrics == on_metrics  # dashboards draw no random numbers and change no state
+    assert set(ev["images"]) == {"filters/first_layer", "test/misclassified"}
+    assert ev["graph"] is None
+    assert "test/confusion_matrix_counts" not in ev["text"] and "feature_maps/layers" not in ev["text"]
+    assert ev["histograms"]  # still on
+
+
+def test_the_other_switches_a_failing_graph_and_a_run_cut_short(tmp_path, monkeypatch):
+    """Filters, histograms and misclassified off; a graph the tracer cannot make is a warning, not a crash; a run
+    stopped by max_steps still shows its final feature maps (period 5, never due)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    def cannot_trace(self, *args, **kwargs):
+        raise RuntimeError("the tracer cannot follow this model")
+
+    monkeypatch.setattr(SummaryWriter, "add_graph", cannot_trace)
+    with pytest.warns(RuntimeWarning, match="model graph was not logged: RuntimeError: the tracer cannot follow"):
+        run(compose([*TRAIN, "trainer.max_epochs=5", "+trainer.max_steps=15", "logger.dashboards.filters=false",
+                     "logger.dashboards.histograms=0", "logger.dashboards.misclassified=false"]), output_dir=tmp_path)
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "completed"
+    ev = read_events(tmp_path)
+    assert set(ev["images"]) == {"feature_maps/input", "feature_maps/shallow", "feature_maps/deep",
+                                 "test/confusion_matrix"}
+    assert [e.step for e in ev["images"]["feature_maps/deep"]] == [15]
+    assert not ev["histograms"] and ev["graph"] is None
+
+
+def test_no_callback_without_tensorboard_or_with_everything_off():
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    on = to_plain(compose([]))
+    assert D.make_dashboards(on, None) == []  # logger=none
+    off = to_plain(compose(["logger.dashboards=false"]))
+    assert D.make_dashboards(off, TensorBoardLogger("unused")) == []
+    callbacks = D.make_dashboards(on, TensorBoardLogger("unused"))
+    assert len(callbacks) == 1 and callbacks[0].plan == D.DashboardPlan(5, 5, 5, True, True, True)
+    assert to_plain(compose(["logger=none"]))["logger"].get("dashboards") is None
+
+
+@pytest.mark.parametrize("value,plan", [
+    (True, D.DashboardPlan(5, 5, 5, True, True, True)),
+    ({"filters": 2, "feature_maps": True, "histograms": {"every_n_epochs": 0}, "graph": None},
+     D.DashboardPlan(filters=2, feature_maps=5)),
+    ({"histograms": {}}, D.DashboardPlan(histograms=5)),
+])
+def test_plan_forms(value, plan):
+    assert D.dashboard_plan({"dashboards": value}) == plan
+
+
+@pytest.mark.parametrize("dashboards,key,message", [
+    ({"filterz": True}, "logger.dashboards.filterz", "did you mean 'filters'?"),
+    ({"histograms": {"every_n_epochs": -1}}, "logger.dashboards.histograms.every_n_epochs", "got -1"),
+    ({"histograms": {"every_n_epoch": 2}}, "logger.dashboards.histograms.every_n_epoch", "every_n_epochs"),
+    ({"feature_maps": 1.5}, "logger.dashboards.feature_maps", "number of epochs >= 0"),
+    ({"graph": 1}, "logger.dashboards.graph", "must be true or false, got 1"),
+    (3, "logger.dashboards", "must be a mapping"),
+])
+def test_bad_settings_name_their_key(dashboards, key, message):
+    with pytest.raises(ConfigError) as err:
+        D.dashboard_plan({"dashboards": dashboards})
+    assert err.value.path == key and message in err.value.message
+
+
+def test_bad_settings_stop_the_run_before_data_or_training(tmp_path):
+    with pytest.raises(ConfigError, match="logger.dashboards.histograms.every_n_epochs"):
+        run(compose([*TRAIN, "logger.dashboards.histograms.every_n_epochs=-2"]), output_dir=tmp_path)
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["status"] == "failed" and "data_sizes" not in record and "fit_s" not in record
+
+
+def test_rendering_of_1d_and_3d_layers():
+    torch.manual_seed(0)
+    w1 = torch.randn(4, 2, 5)  # Conv1d: a band per (filter, input channel), a column block per tap
+    image = (D.filter_grid(w1)[0] * 255).numpy()
+    band, col = 8, math.ceil(2 * D.MIN_TILE_PX / 5)
+    assert image.shape == (4 * 2 * band, 5 * col)  # a single image: no grid padding
+    shown = image[band // 2::band, col // 2::col]
+    assert np.abs(shown - scaled(w1.reshape(8, 5))).max() < 0.01
+    w3 = torch.randn(2, 1, 3, 5, 5)  # Conv3d: a row per filter, a tile per depth slice
+    image = (D.filter_grid(w3)[0] * 255).numpy()
+    factor = math.ceil(D.MIN_TILE_PX / 5)
+    size = 5 * factor
+    assert image.shape == (2 * (size + 2) + 2, 3 * (size + 2) + 2)
+    shown = block_centres(tile(image[..., None], 1 * 3 + 2, 3, size), factor)  # filter 1, depth slice 2
+    assert np.abs(shown - scaled(w3[1, 0, 2])).max() < 0.01
+    assert D.map_grid(torch.randn(3, 40)).shape[0] == 3  # 1D maps: one band image
+    assert D.map_grid(torch.randn(5, 4, 9, 9)).shape == D.map_grid(torch.randn(5, 9, 9)).shape  # 3D: middle slice
+
+
+def test_conv_stages_pick_shallow_middle_and_deep():
+    from cnnrun import build_model
+
+    spec = {"name": "five", "layers": [{"conv": {"out_channels": 4, "kernel_size": 3}}, "relu"] * 5
+            + ["flatten", {"linear": {"out_features": 3}}]}
+    net = build_model(spec, (1, 16, 16), 3)
+    stages = D.conv_stages(net)
+    assert [(view, desc.split(" ->")[0]) for view, desc, _ in stages] == [
+        ("shallow", "model.layers[0] (conv)"), ("middle", "model.layers[4] (conv)"),
+        ("deep", "model.layers[8] (conv)")]
+    assert all(module is net.layers[int(desc.split("[")[1].split("]")[0])] for _, desc, module in stages)
+
+
+def test_histogram_bins_match_numpy():
+    class Capture:
+        def add_histogram_raw(self, tag, **kwargs):
+            self.kwargs = kwargs
+
+    torch.manual_seed(0)
+    values = torch.randn(5000) * 3 + 1
+    writer = Capture()
+    D.add_histogram(writer, "w", torch.cat([values, torch.tensor([float("nan"), float("inf")])]), 7)
+    k = writer.kwargs
+    counts, edges = np.histogram(values.numpy(), bins=D.HISTOGRAM_BINS)
+    assert k["num"] == 5000 and k["global_step"] == 7  # the non-finite values are left out
+    assert np.array_equal(np.array(k["bucket_counts"]), counts)
+    assert np.allclose(k["bucket_limits"], edges[1:], rtol=0, atol=1e-5)
+    assert k["min"] == pytest.approx(values.min().item()) and k["max"] == pytest.approx(values.max().item())
+    assert k["sum"] == pytest.approx(values.double().sum().item(), rel=1e-5)
+    assert k["sum_squares"] == pytest.approx((values.double() ** 2).sum().item(), rel=1e-5)
+    D.add_histogram(writer, "c", torch.full((4,), 2.5), 0)  # a constant: one bucket
+    assert writer.kwargs["bucket_counts"] == [4.0] and writer.kwargs["bucket_limits"] == [2.5]
