@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from cnnrun import build_model, compose, run
 from cnnrun.config import to_plain
 from cnnrun.data import load_data
-from cnnrun.data.loader import InMemoryLoader
+from cnnrun.data.loader import BatchTransform, InMemoryLoader
 
 
 def overrides(epochs: int, progress_bar: bool) -> list[str]:
@@ -38,9 +38,10 @@ def plain_loop(epochs: int, seed: int = 0) -> float:
     optim_cfg = {k: v for k, v in cfg["optim"].items() if k != "name"}
     opt = torch.optim.SGD(model.parameters(), **optim_cfg)
     epoch = {"n": 0}
+    prepare = BatchTransform.for_splits(splits)  # uint8/float -> normalised floats, as cnnrun's loaders do
     train = InMemoryLoader(splits.train_x, splits.train_y, cfg["data"]["batch_size"], shuffle=True, seed=seed,
-                           epoch=lambda: epoch["n"])
-    val = InMemoryLoader(splits.val_x, splits.val_y, 512)
+                           epoch=lambda: epoch["n"], transform=prepare)
+    val = InMemoryLoader(splits.val_x, splits.val_y, 512, transform=prepare)
     start = time.perf_counter()
     for e in range(epochs):
         epoch["n"] = e

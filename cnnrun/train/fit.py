@@ -48,6 +48,7 @@ def fit_and_test(plain: dict[str, Any], model: torch.nn.Module, run_dir: Path, r
     splits = load_data(plain["data"])
     plain["data"]["stats"] = splits.stats
     record["data_sizes"] = splits.sizes()
+    record["class_counts"] = {split: splits.class_counts(split) for split in ("train", "val", "test")}
     write_config(run_dir, plain)
 
     summary = summarize(model, plain["data"]["input_shape"])

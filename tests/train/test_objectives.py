@@ -140,7 +140,7 @@ def test_structure_methods_need_the_model_hyperparameter():
 
 def test_a_run_with_mixup_cutmix_l1_and_ema(tmp_path, quick_cfg):
     cfg = quick_cfg("generalization=[mixup,cutmix,l1,ema,label_smoothing]", "logger=none",
-                    "trainer.limit_train_batches=5")
+                    "trainer.limit_train_batches=5", "data.imbalance=4", "data.balance=loss_weights")
     metrics = run(cfg, output_dir=tmp_path)
     assert 0 <= metrics["test/acc"] <= 1 and 0 <= metrics["train_eval/acc"] <= 1
     assert metrics["gap"] == pytest.approx(metrics["train_eval/acc"] - metrics["best/val_acc"])
@@ -148,3 +148,6 @@ def test_a_run_with_mixup_cutmix_l1_and_ema(tmp_path, quick_cfg):
 
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert record["method"] == "cutmix+ema+l1+label_smoothing+mixup"
+    counts = record["class_counts"]["train"]  # long-tailed: largest / smallest class = data.imbalance
+    assert max(counts) / min(counts) == pytest.approx(4, rel=0.1) and counts[0] == max(counts)
+    assert max(record["class_counts"]["test"]) - min(record["class_counts"]["test"]) <= 2  # test stays balanced
