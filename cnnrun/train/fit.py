@@ -38,6 +38,23 @@ def _summary_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# Keys that shape batches, not the loaded splits: jobs of a sweep that differ only in them share the data.
+_LOADER_KEYS = ("batch_size", "augment", "augment_recipe", "balance", "num_workers", "download", "stats")
+_loaded: dict[str, Any] = {}
+
+
+def load_data_cached(data_cfg: dict[str, Any]):
+    """load_data, reusing the previous job's splits when the data config asks for the same ones (the jobs of a
+    sweep run by Hydra's basic launcher share one process). Holds one data set at a time."""
+    import json
+
+    key = json.dumps({k: v for k, v in data_cfg.items() if k not in _LOADER_KEYS}, sort_keys=True, default=str)
+    if key not in _loaded:
+        _loaded.clear()
+        _loaded[key] = load_data(data_cfg)
+    return _loaded[key]
+
+
 def clean_train_loader(datamodule: InMemoryDataModule):
     """The training split in evaluation order, without augmentation or re-balancing."""
     return datamodule.train_eval_dataloader()
@@ -45,7 +62,7 @@ def clean_train_loader(datamodule: InMemoryDataModule):
 
 def fit_and_test(plain: dict[str, Any], model: torch.nn.Module, run_dir: Path, record: dict[str, Any],
                  started: float) -> None:
-    splits = load_data(plain["data"])
+    splits = load_data_cached(plain["data"])
     plain["data"]["stats"] = splits.stats
     record["data_sizes"] = splits.sizes()
     record["class_counts"] = {split: splits.class_counts(split) for split in ("train", "val", "test")}

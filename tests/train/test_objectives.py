@@ -151,3 +151,4 @@ def test_a_run_with_mixup_cutmix_l1_and_ema(tmp_path, quick_cfg):
     counts = record["class_counts"]["train"]  # long-tailed: largest / smallest class = data.imbalance
     assert max(counts) / min(counts) == pytest.approx(4, rel=0.1) and counts[0] == max(counts)
     assert max(record["class_counts"]["test"]) - min(record["class_counts"]["test"]) <= 2  # test stays balanced
+

@@ -196,3 +196,14 @@ def test_netvlad_kmeans_init_uses_training_descriptors(quick_cfg, tmp_path):
     cfg_run = quick_cfg("trainer.max_epochs=1")
     cfg_run.model = cfg["model"]
     assert run(cfg_run, output_dir=tmp_path)["test/acc"] >= 0
+
+
+def test_jobs_in_one_process_share_the_loaded_data():
+    from cnnrun.config import to_plain
+    from cnnrun.train.fit import load_data_cached
+
+    data = to_plain(compose([]))["data"]
+    first = load_data_cached(data)
+    assert load_data_cached({**data, "batch_size": 64, "augment": {"crop": {"padding": 2}}}) is first
+    other = load_data_cached({**data, "split_seed": 1})
+    assert other is not first and not torch.equal(other.test_y, first.test_y)
