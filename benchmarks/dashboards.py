@@ -6,7 +6,7 @@
 2. In one process (steadier on a shared machine): run() with and without them, interleaved after a warm-up pair,
    and the callback's own seconds per dashboard.
 
-    python benchmarks/dashboards.py [--repeats 3] [--epochs 30] [--progress-bar]
+    python benchmarks/dashboards.py [--repeats 3] [--epochs 30] [--progress-bar] [--skip-cli]
 """
 from __future__ import annotations
 
@@ -81,8 +81,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--progress-bar", action="store_true", help="keep the rich progress bar on")
+    parser.add_argument("--skip-cli", action="store_true", help="only the in-process measurements")
     args = parser.parse_args()
     load = os.getloadavg()[0]
+    if not args.skip_cli:
+        commands(args)
+    in_process_report(args)
+    print(f"load average at the end: {os.getloadavg()[0]:.2f} (at the start: {load:.2f})")
+
+
+def commands(args) -> None:
     epochs = [f"trainer.max_epochs={args.epochs}"]
     cli_run([*epochs, "logger.dashboards=false"], args.progress_bar)  # warm-up: file caches, compiled bytecode
     on, off = [], []
@@ -99,6 +107,9 @@ def main() -> None:
     (off_wall, off_cpu), (on_wall, on_cpu) = medians.values()
     print(f"overhead of the command: wall {on_wall - off_wall:+.2f} s = {100 * (on_wall / off_wall - 1):+.1f}%, "
           f"CPU {on_cpu - off_cpu:+.2f} s = {100 * (on_cpu / off_cpu - 1):+.1f}%")
+
+
+def in_process_report(args) -> None:
     off_s, on_s, parts = in_process(args.epochs, args.repeats)
     off_m, on_m = statistics.median(off_s), statistics.median(on_s)
     print(f"in-process run(): off median {off_m:.2f} s {sorted(round(v, 2) for v in off_s)}, on median {on_m:.2f} s "
@@ -108,7 +119,6 @@ def main() -> None:
     total = statistics.median(sum(p.values()) for p in parts)
     print(f"the callback's own time (median): {total:.3f} s = {100 * total / on_m:.1f}% of run(): "
           + "  ".join(f"{k} {v:.3f} s ({100 * v / on_m:.1f}%)" for k, v in each.items()))
-    print(f"load average at the end: {os.getloadavg()[0]:.2f} (at the start: {load:.2f})")
 
 
 if __name__ == "__main__":

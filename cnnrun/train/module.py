@@ -70,7 +70,7 @@ class Classifier(pl.LightningModule):
     def _step(self, stage: str, batch) -> torch.Tensor:
         """Evaluation: plain cross-entropy (comparable across objectives) and accuracy."""
         x, y = batch
-        logits = self.model(x)
+        logits = self.model(self.formatted(x))
         loss = F.cross_entropy(logits, y)
         self._accumulate(stage, loss, logits, y)
         return loss
@@ -82,7 +82,7 @@ class Classifier(pl.LightningModule):
             x, target = mix_batch(x, y, self.config["data"]["num_classes"], self.mixup_alpha, self.cutmix_alpha)
         else:
             target = y
-        logits = self.model(x)
+        logits = self.model(self.formatted(x))
         loss = self.objective(logits, target, self.class_weights)
         if self.l1 > 0:
             loss = loss + self.l1 * l1_penalty(self.model)
@@ -116,12 +116,10 @@ class Classifier(pl.LightningModule):
             self.model.compile(**({} if opts is True else dict(opts)))
             self._compiled = True
 
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+    def formatted(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch in the model's memory format (trainer.channels_last)."""
         fmt = self.memory_format
-        if fmt is None:
-            return batch
-        x, y = batch
-        return x.contiguous(memory_format=fmt), y
+        return x if fmt is None else x.contiguous(memory_format=fmt)
 
     def on_fit_start(self):
         if self.device.type != "cpu":

@@ -26,7 +26,7 @@ def test_channels_last_converts_model_and_batches(overrides, fmt):
     module.setup("fit")
     assert module.memory_format == fmt
     x = torch.randn(3, *plain["data"]["input_shape"])
-    xb, _ = module.on_after_batch_transfer((x, torch.zeros(3, dtype=torch.long)), 0)
+    xb = module.formatted(x)
     if fmt is not None:
         convs = [m.weight for m in module.model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))]
         assert convs and all(w.is_contiguous(memory_format=fmt) for w in convs)
