@@ -11,11 +11,12 @@ Tags it writes:
   step, accumulated and unscaled, before clipping);
 - ``test/confusion_matrix`` (figure), ``test/confusion_matrix_counts`` (the counts as a table) and
   ``test/misclassified`` (misclassified test samples with their true and predicted labels), after testing;
-- the model graph, traced with one example input.
+- the model graph, traced with the first training sample (the first test sample in mode=test).
 
 The periodic ones (filters, feature maps, histograms) are written at the end of every Nth epoch and of the last one.
 Nothing here changes training: the extra forward passes run in eval mode without gradients and draw no random
-numbers.
+numbers. With several processes (DDP) rank 0 writes everything; the confusion matrix sums every process's shard of
+the test split, the misclassified samples come from rank 0's shard.
 """
 from __future__ import annotations
 
@@ -331,6 +332,7 @@ class Dashboards(pl.Callback):
         self._test: dict[str, list[torch.Tensor]] = {}
         self._logits: torch.Tensor | None = None
         self._num_classes = 0
+        self._matrix: torch.Tensor | None = None  # the test split's confusion matrix, summed over processes
 
     @contextmanager
     def _timed(self, name: str) -> Iterator[None]:
@@ -473,18 +475,20 @@ class Dashboards(pl.Callback):
 
     # -- test --------------------------------------------------------------------------------------------------
     def on_test_start(self, trainer, pl_module):
-        if not trainer.is_global_zero:
-            return
-        # Only the test split: a module may reuse its test loop on other data (eval_stage names what it measures).
+        # Every process collects its own shard's predictions (the confusion matrices add up in on_test_epoch_end);
+        # only the test split: a module may reuse its test loop on other data (eval_stage names what it measures).
+        self._matrix = None
         on_test_split = getattr(pl_module, "eval_stage", "test") == "test"
         if (self.plan.confusion_matrix or self.plan.misclassified) and on_test_split:
             self._test = {"pred": [], "true": [], "x": [], "y": [], "wrong": []}
-            self._hook = self._net(pl_module).register_forward_hook(self._keep_logits)
+            net = self._net(pl_module)
+            self._num_classes = int((getattr(net, "output_shape", None) or (0,))[0])
+            self._hook = net.register_forward_hook(self._keep_logits)
 
     def _keep_logits(self, module, inputs, output) -> None:
         if isinstance(output, torch.Tensor) and output.dim() == 2:
             self._logits = output.detach()
-            self._num_classes = output.shape[1]
+            self._num_classes = max(self._num_classes, output.shape[1])
 
     def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
         if self.plan.graph and not self._graph_done and trainer.is_global_zero:  # mode=test: no fit before
@@ -500,11 +504,27 @@ class Dashboards(pl.Callback):
             self._test["pred"].append(pred)
             self._test["true"].append(y.detach())
             have = sum(len(t) for t in self._test["y"])
-            if self.plan.misclassified and have < MAX_MISCLASSIFIED:
+            if self.plan.misclassified and trainer.is_global_zero and have < MAX_MISCLASSIFIED:
                 wrong = (pred != y).nonzero().flatten()[:MAX_MISCLASSIFIED - have]
                 self._test["x"].append(x[wrong].detach().cpu())
                 self._test["y"].append(y[wrong].cpu())
                 self._test["wrong"].append(pred[wrong].cpu())
+
+    def on_test_epoch_end(self, trainer, pl_module):
+        """The confusion matrix of the whole test split: each process counts its shard, the counts are summed."""
+        if self._hook is None or not self.plan.confusion_matrix:
+            return
+        from torchmetrics.functional.classification import multiclass_confusion_matrix
+
+        with self._timed("confusion_matrix"):
+            n = self._num_classes
+            if self._test["pred"]:
+                pred, true = torch.cat(self._test["pred"]), torch.cat(self._test["true"])
+                n = max(n, int(true.max()) + 1)  # labels beyond the model's outputs still count
+                matrix = multiclass_confusion_matrix(pred, true, num_classes=n).float()
+            else:  # a process with no test batches still takes part in the sum
+                matrix = torch.zeros(n, n, device=pl_module.device)
+            self._matrix = trainer.strategy.reduce(matrix, reduce_op="sum").round().long().cpu()
 
     def _unhook(self) -> None:
         if self._hook is not None:
@@ -518,22 +538,17 @@ class Dashboards(pl.Callback):
         if self._hook is None:
             return
         self._unhook()
-        if not self._test["pred"]:
+        if not trainer.is_global_zero:
+            self._test = {}
             return
         writer, step = self._writer(trainer), trainer.global_step
-        pred = torch.cat(self._test["pred"]).cpu()
-        true = torch.cat(self._test["true"]).cpu()
-        num_classes = max(self._num_classes, int(true.max()) + 1)
-        if self.plan.confusion_matrix:
+        if self._matrix is not None:
             with self._timed("confusion_matrix"):
-                from torchmetrics.functional.classification import multiclass_confusion_matrix
-
-                matrix = multiclass_confusion_matrix(pred, true, num_classes=num_classes)
-                writer.add_image("test/confusion_matrix", figure_image(confusion_figure(matrix)), step)
-                writer.add_text("test/confusion_matrix_counts", confusion_markdown(matrix), step)
-        if self.plan.misclassified:
+                writer.add_image("test/confusion_matrix", figure_image(confusion_figure(self._matrix)), step)
+                writer.add_text("test/confusion_matrix_counts", confusion_markdown(self._matrix), step)
+        if self.plan.misclassified and self._test["pred"]:
             with self._timed("misclassified"):
-                if self._test["y"] and sum(len(t) for t in self._test["y"]):
+                if sum(len(t) for t in self._test["y"]):
                     fig = misclassified_figure(torch.cat(self._test["x"]), torch.cat(self._test["y"]),
                                                torch.cat(self._test["wrong"]))
                     writer.add_image("test/misclassified", figure_image(fig), step)

@@ -128,4 +128,4 @@ def fit_and_test(plain: dict[str, Any], model: torch.nn.Module, run_dir: Path, r
         tb.log_hyperparams(flat_hparams(plain), final)
         tb.finalize("success")
     if is_rank_zero():
-        print(f"run folder: {run_dir}\n" + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+        print(f"run folder: {run_dir}\n" + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items() if v is not None))
