@@ -102,6 +102,11 @@ def fit_and_test(plain: dict[str, Any], model: torch.nn.Module, run_dir: Path, r
         test_ckpt = best or None
     else:
         test_ckpt = plain["ckpt_path"]
+    # With weight averaging (ema) a checkpoint's state_dict holds the averaged weights, which are the ones to test;
+    # the averaging callback would restore the raw training weights on load (to resume training), so it leaves.
+    from pytorch_lightning.callbacks import WeightAveraging
+
+    trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, WeightAveraging)]
     trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt, verbose=True)
 
     if getattr(module, "shards", None):

@@ -152,3 +152,33 @@ def test_a_run_with_mixup_cutmix_l1_and_ema(tmp_path, quick_cfg):
     assert max(counts) / min(counts) == pytest.approx(4, rel=0.1) and counts[0] == max(counts)
     assert max(record["class_counts"]["test"]) - min(record["class_counts"]["test"]) <= 2  # test stays balanced
 
+
+
+def test_ema_runs_are_tested_with_the_averaged_weights(tmp_path, quick_cfg):
+    """The best checkpoint's state_dict holds the averaged weights; the test metrics are theirs."""
+    import json
+
+    from cnnrun.config import to_plain
+    from cnnrun.data import load_data
+    from cnnrun.data.loader import BatchTransform
+    from cnnrun.train.module import Classifier
+
+    cfg = quick_cfg("generalization=ema", "regularization.ema_decay=0.99", "logger=none", "trainer.max_epochs=1")
+    metrics = run(cfg, output_dir=tmp_path)
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    ckpt = torch.load(record["best_checkpoint"], map_location="cpu", weights_only=True)
+    assert "current_model_state" in ckpt  # the raw weights are kept for resuming, the average is the state_dict
+    plain = to_plain(cfg)
+    module = Classifier(plain)
+    module.load_state_dict(ckpt["state_dict"])
+    module.eval()
+    splits = load_data(plain["data"])
+    x = BatchTransform.for_splits(splits)(splits.test_x)
+    with torch.no_grad():
+        acc = float((module(x).argmax(1) == splits.test_y).float().mean())
+    assert acc == pytest.approx(metrics["test/acc"], abs=1e-6)
+    raw = Classifier(plain)
+    raw.load_state_dict(ckpt["current_model_state"])
+    raw.eval()
+    with torch.no_grad():
+        assert not torch.allclose(raw(x), module(x))  # averaged and raw weights differ
