@@ -6,8 +6,6 @@
 from __future__ import annotations
 
 import inspect
-import sys
-from pathlib import Path
 
 from cnnrun.layers.registry import layer_types
 
@@ -28,15 +26,7 @@ def layer_table() -> str:
     return "\n".join(rows)
 
 
-def replace_table(text: str) -> str:
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{layer_table()}\n{END}{tail}"
-
-
 if __name__ == "__main__":
-    if "--write" in sys.argv:
-        readme = Path(__file__).resolve().parents[2] / "README.md"
-        readme.write_text(replace_table(readme.read_text()))
-    else:
-        print(layer_table())
+    from cnnrun.readme import table_main
+
+    table_main(START, END, layer_table)

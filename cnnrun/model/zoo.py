@@ -11,8 +11,6 @@ parameter counts and MACs without allocating or running anything.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 from cnnrun.config import CONFIG_DIR
@@ -65,15 +63,7 @@ def zoo_table() -> str:
     return "\n".join(lines)
 
 
-def replace_table(text: str, table: str | None = None) -> str:
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{table if table is not None else zoo_table()}\n{END}{tail}"
-
-
 if __name__ == "__main__":
-    if "--write" in sys.argv:
-        readme = Path(__file__).resolve().parents[2] / "README.md"
-        readme.write_text(replace_table(readme.read_text()))
-    else:
-        print(zoo_table())
+    from cnnrun.readme import table_main
+
+    table_main(START, END, zoo_table)
