@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from typing import Iterable, Mapping
 
 
 class ConfigError(ValueError):
@@ -36,3 +36,12 @@ def did_you_mean(name: str, candidates: Iterable[str], n: int = 3) -> str:
     if not close:
         return ""
     return "; did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
+
+
+def check_keys(mapping: Mapping, known: Iterable[str], prefix: str) -> None:
+    """Every key of ``mapping`` is one of ``known``; otherwise one error naming ``<prefix>.<key>``."""
+    known = list(known)
+    for key in mapping:
+        if key not in known:
+            raise ConfigError(f"{prefix}.{key}", f"unknown key{did_you_mean(key, known)} (known: "
+                                                 f"{', '.join(sorted(known))})")

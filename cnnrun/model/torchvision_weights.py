@@ -26,7 +26,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from cnnrun.errors import ConfigError, did_you_mean
+from cnnrun.errors import ConfigError, check_keys, did_you_mean
 
 # torchvision builder keyword arguments that give the architecture the zoo model reproduces
 ARCHS: dict[str, dict[str, Any]] = {
@@ -47,10 +47,7 @@ def check_init_weights(init: Any) -> dict[str, Any]:
     if not isinstance(init, Mapping):
         raise ConfigError("model.init_weights", f"must be a mapping such as {{torchvision: vgg11, path: "
                                                 f"/path/vgg11.pth}}, got {init!r}")
-    for key in init:
-        if key not in INIT_KEYS:
-            raise ConfigError(f"model.init_weights.{key}", f"unknown key{did_you_mean(key, INIT_KEYS)} (valid: "
-                                                          f"{', '.join(INIT_KEYS)})")
+    check_keys(init, INIT_KEYS, "model.init_weights")
     arch = init.get("torchvision")
     if arch not in ARCHS:
         raise ConfigError("model.init_weights.torchvision", f"must be one of {', '.join(ARCHS)}, got {arch!r}"

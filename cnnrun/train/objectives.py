@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from cnnrun.errors import ConfigError, did_you_mean
+from cnnrun.errors import ConfigError, check_keys, did_you_mean
 
 LOSSES = ("cross_entropy", "focal", "squared", "absolute")
 LOSS_KEYS = {"name", "label_smoothing", "gamma"}
@@ -28,10 +28,7 @@ def check_loss_config(cfg: dict[str, Any]) -> None:
     if name not in LOSSES:
         raise ConfigError("loss.name", f"unknown objective '{name}'{did_you_mean(name, LOSSES)} "
                                        f"(known: {', '.join(LOSSES)})")
-    for key in cfg:
-        if key not in LOSS_KEYS:
-            raise ConfigError(f"loss.{key}", f"unknown key{did_you_mean(key, LOSS_KEYS)} "
-                                             f"(known: {', '.join(sorted(LOSS_KEYS))})")
+    check_keys(cfg, LOSS_KEYS, "loss")
     ls = cfg.get("label_smoothing", 0.0)
     if not _number(ls) or not 0 <= ls < 1:
         raise ConfigError("loss.label_smoothing", f"must be in [0, 1), got {ls!r}")
@@ -41,10 +38,7 @@ def check_loss_config(cfg: dict[str, Any]) -> None:
 
 
 def check_regularization_config(cfg: dict[str, Any]) -> None:
-    for key in cfg:
-        if key not in REGULARIZATION_KEYS:
-            raise ConfigError(f"regularization.{key}", f"unknown key{did_you_mean(key, REGULARIZATION_KEYS)} "
-                                                       f"(known: {', '.join(sorted(REGULARIZATION_KEYS))})")
+    check_keys(cfg, REGULARIZATION_KEYS, "regularization")
     for key in ("l1", "mixup_alpha", "cutmix_alpha"):
         value = cfg.get(key, 0.0)
         if not _number(value) or value < 0:
