@@ -3,7 +3,9 @@
 Same model (LeNet-5), same data (digits, in memory, normalised), same optimizer (SGD, no schedule), same batch
 size, same number of epochs with a validation pass after each. cnnrun's time is ``fit_s`` from metrics.json (the
 ``trainer.fit`` call: Lightning loops, metric accumulation, checkpointing, TensorBoard logging); the plain loop's is
-its epochs. Prints the median of several repeats and the ratio.
+its epochs. A third loop, the plain loop's step inside a bare LightningModule run by pl.Trainer, is the floor of any
+Lightning-based runner. Each repeat runs the three back to back; prints the medians, their ratio and the median of the repeats'
+ratios (the paired statistic: a slow spell of a shared machine hits both runs of a pair).
 
     python benchmarks/overhead.py [--epochs 10] [--repeats 5] [--progress-bar]
 """
@@ -30,7 +32,8 @@ def overrides(epochs: int, progress_bar: bool) -> list[str]:
             f"callbacks.progress_bar.refresh_rate={1 if progress_bar else 0}"]
 
 
-def plain_loop(epochs: int, seed: int = 0) -> float:
+def _setup(epochs: int, seed: int):
+    """The model, optimizer and loaders both loops use (the loaders prepare batches as cnnrun's do)."""
     cfg = to_plain(compose(overrides(epochs, False)))
     torch.manual_seed(seed)
     splits = load_data(cfg["data"])
@@ -42,6 +45,11 @@ def plain_loop(epochs: int, seed: int = 0) -> float:
     train = InMemoryLoader(splits.train_x, splits.train_y, cfg["data"]["batch_size"], shuffle=True, seed=seed,
                            epoch=lambda: epoch["n"], transform=prepare)
     val = InMemoryLoader(splits.val_x, splits.val_y, 512, transform=prepare)
+    return model, opt, epoch, train, val
+
+
+def plain_loop(epochs: int, seed: int = 0) -> float:
+    model, opt, epoch, train, val = _setup(epochs, seed)
     start = time.perf_counter()
     for e in range(epochs):
         epoch["n"] = e
@@ -52,10 +60,49 @@ def plain_loop(epochs: int, seed: int = 0) -> float:
             loss.backward()
             opt.step()
         model.eval()
-        correct = 0
+        loss_sum, correct = 0.0, 0
         with torch.no_grad():
             for x, y in val:
-                correct += int((model(x).argmax(1) == y).sum())
+                out = model(x)
+                loss_sum += float(F.cross_entropy(out, y, reduction="sum"))
+                correct += int((out.argmax(1) == y).sum())
+    return time.perf_counter() - start
+
+
+def bare_lightning(epochs: int, seed: int = 0) -> float:
+    """The floor of any Lightning-based runner: the plain loop's step inside a LightningModule (manual
+    optimisation, no callbacks, logger, checkpoints or metrics), run by pl.Trainer."""
+    import pytorch_lightning as pl
+
+    model, opt, epoch, train, val = _setup(epochs, seed)
+
+    class Bare(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net, self.automatic_optimization = model, False
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            loss = F.cross_entropy(self.net(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        def validation_step(self, batch, batch_idx):
+            x, y = batch
+            out = self.net(x)
+            return F.cross_entropy(out, y, reduction="sum"), (out.argmax(1) == y).sum()
+
+        def configure_optimizers(self):
+            return opt
+
+        def on_train_epoch_start(self):
+            epoch["n"] = self.current_epoch
+
+    trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu", devices=1)
+    start = time.perf_counter()
+    trainer.fit(Bare(), train, val)
     return time.perf_counter() - start
 
 
@@ -73,15 +120,20 @@ def main() -> None:
     args = parser.parse_args()
     cnnrun_fit(1, False)  # warm-up: first-use costs (imports, allocator) out of the timings
     plain_loop(1)
-    plain, ours = [], []
+    bare_lightning(1)
+    times: dict[str, list[float]] = {"plain loop": [], "cnnrun fit": [], "bare Lightning": []}
     for _ in range(args.repeats):
-        plain.append(plain_loop(args.epochs))
-        ours.append(cnnrun_fit(args.epochs, args.progress_bar))
-    p, o = statistics.median(plain), statistics.median(ours)
+        times["plain loop"].append(plain_loop(args.epochs))
+        times["cnnrun fit"].append(cnnrun_fit(args.epochs, args.progress_bar))
+        times["bare Lightning"].append(bare_lightning(args.epochs))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.epochs} epochs of digits/lenet5")
-    print(f"plain loop: median {p:.3f} s  {sorted(round(v, 3) for v in plain)}")
-    print(f"cnnrun fit: median {o:.3f} s  {sorted(round(v, 3) for v in ours)}")
-    print(f"ratio cnnrun / plain = {o / p:.3f}")
+    plain = times["plain loop"]
+    for name, values in times.items():
+        ratio = statistics.median(values) / statistics.median(plain)
+        paired = statistics.median(b / a for a, b in zip(plain, values))
+        print(f"{name:15s} median {statistics.median(values):.3f} s  {sorted(round(v, 3) for v in values)}"
+              + ("" if values is plain else f"  ratio to plain: of the medians {ratio:.3f}, "
+                                            f"median of the {len(values)} paired ratios {paired:.3f}"))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 
 from cnnrun.data import load_data
@@ -16,17 +15,6 @@ from cnnrun.train.dashboards import make_dashboards
 from cnnrun.train.module import Classifier
 from cnnrun.runfiles import flat_hparams, print_summary, write_config, write_json
 from cnnrun.train.trainer import make_trainer
-
-
-class _FirstStepTimer(pl.Callback):
-    """Records when the first optimisation step starts (for the start-up time in metrics.json)."""
-
-    def __init__(self):
-        self.at: float | None = None
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if self.at is None:
-            self.at = time.time()
 
 
 def _summary_markdown(summary: dict[str, Any]) -> str:
@@ -76,8 +64,6 @@ def fit_and_test(plain: dict[str, Any], model: torch.nn.Module, run_dir: Path, r
     module = Classifier(plain, model)
     datamodule = InMemoryDataModule(splits, plain["data"]["batch_size"], plain["seed"], data=plain["data"])
     trainer = make_trainer(plain, run_dir)
-    timer = _FirstStepTimer()
-    trainer.callbacks.append(timer)
     trainer.callbacks.extend(make_dashboards(plain, trainer.logger))
     ema_decay = (plain.get("regularization") or {}).get("ema_decay")
     if ema_decay:  # validation, checkpoints and the test use the averaged weights
@@ -92,8 +78,9 @@ def fit_and_test(plain: dict[str, Any], model: torch.nn.Module, run_dir: Path, r
         fit_started = time.time()
         trainer.fit(module, datamodule=datamodule, ckpt_path=plain.get("ckpt_path"))
         record["fit_s"] = round(time.time() - fit_started, 3)
-        if timer.at is not None:
-            record["time_to_first_step_s"] = round(timer.at - started, 3)
+        first_step = module.stepper.started_at if module.stepper is not None else None
+        if first_step is not None:
+            record["time_to_first_step_s"] = round(first_step - started, 3)
         ckpt_cb = trainer.checkpoint_callback
         best = ckpt_cb.best_model_path if ckpt_cb is not None else ""
         record["best_checkpoint"] = best or None

@@ -5,6 +5,7 @@ load with ``torch.load(weights_only=True)`` and ``Classifier.load_from_checkpoin
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytorch_lightning as pl
@@ -16,6 +17,7 @@ from cnnrun.errors import Diverged
 from cnnrun.model import build_model
 from cnnrun.train.objectives import l1_penalty, make_objective, mix_batch
 from cnnrun.train.optim import make_optimizer, make_schedule
+from cnnrun.train.stepping import Stepper, stepping_batches
 
 
 class Classifier(pl.LightningModule):
@@ -39,6 +41,11 @@ class Classifier(pl.LightningModule):
         self._batches: dict[str, tuple[list, list, list]] = {}  # stage -> (losses, correct counts, sizes)
         # On an accelerator, checking the loss every step would synchronise the device every step.
         self.divergence_check_every = 1
+        # cnnrun takes the optimisation step itself (cnnrun/train/stepping.py: the same step with less overhead)
+        self.automatic_optimization = False
+        self.stepper: Stepper | None = None
+        self.lean_step: bool | None = None  # None: the lean step wherever it is exact; False: Lightning's path
+        self._schedule_interval: str | None = None
 
     @property
     def config(self) -> dict[str, Any]:
@@ -87,8 +94,9 @@ class Classifier(pl.LightningModule):
         if self.l1 > 0:
             loss = loss + self.l1 * l1_penalty(self.model)
         self._accumulate("train", loss, logits, y)
-        if batch_idx % self.divergence_check_every == 0 and not torch.isfinite(loss):
-            raise Diverged(self.current_epoch, self.global_step, float(loss.detach()))
+        if batch_idx % self.divergence_check_every == 0 and not math.isfinite(loss.item()):
+            raise Diverged(self.current_epoch, self.global_step, loss.item())
+        self.stepper.step(loss, batch_idx)
         return loss
 
     def validation_step(self, batch, batch_idx):
@@ -120,6 +128,19 @@ class Classifier(pl.LightningModule):
         """A batch in the model's memory format (trainer.channels_last)."""
         fmt = self.memory_format
         return x if fmt is None else x.contiguous(memory_format=fmt)
+
+    def on_train_start(self):
+        trainer_cfg = self.config.get("trainer") or {}
+        self.stepper = Stepper(self, clip_val=trainer_cfg.get("gradient_clip_val"),
+                               clip_algorithm=trainer_cfg.get("gradient_clip_algorithm"),
+                               accumulate=int(trainer_cfg.get("accumulate_grad_batches") or 1),
+                               interval=self._schedule_interval, lean=self.lean_step)
+
+    def on_before_optimizer_step(self, optimizer):
+        self.stepper.clip()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        self.stepper.after_batch()
 
     def on_fit_start(self):
         if self.device.type != "cpu":
@@ -178,6 +199,7 @@ class Classifier(pl.LightningModule):
         self.history.append({"epoch": self.current_epoch, **metrics, **getattr(self, "_val_metrics", {}),
                              "train/lr": lr})
         self._val_metrics = {}
+        self.stepper.after_epoch()
 
     def on_test_epoch_end(self):
         self.eval_metrics = getattr(self, "eval_metrics", {})
@@ -186,6 +208,10 @@ class Classifier(pl.LightningModule):
     # -- optimisation -------------------------------------------------------------------------------------------
     def configure_optimizers(self):
         optimizer = make_optimizer(self.parameters(), self.config["optim"])
-        schedule = make_schedule(optimizer, self.config["sched"], self.trainer.estimated_stepping_batches,
+        accumulate = int((self.config.get("trainer") or {}).get("accumulate_grad_batches") or 1)
+        schedule = make_schedule(optimizer, self.config["sched"], stepping_batches(self.trainer, accumulate),
                                  self.trainer.max_epochs or 1)
-        return optimizer if schedule is None else {"optimizer": optimizer, "lr_scheduler": schedule}
+        if schedule is None:
+            return optimizer
+        self._schedule_interval = schedule["interval"]  # the Stepper steps it (manual optimisation)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule["scheduler"]}}

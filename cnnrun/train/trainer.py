@@ -40,6 +40,9 @@ def check_trainer_config(trainer_cfg: dict[str, Any]) -> None:
         raise ConfigError("trainer.compile", f"must be true, false or a mapping of torch.compile arguments, got "
                                              f"{compile_cfg!r}")
     check_strategy(trainer_cfg.get("strategy", "auto"))
+    from cnnrun.train.stepping import check_step_config
+
+    check_step_config(trainer_cfg)
     epochs = trainer_cfg.get("max_epochs")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ConfigError("trainer.max_epochs", f"must be a positive integer, got {epochs!r}")
@@ -148,6 +151,8 @@ def quiet_lightning() -> None:
     # Resuming from another run's last.ckpt writes into this run's folder, by design.
     warnings.filterwarnings("ignore", message="The dirpath has changed from.*")
     warnings.filterwarnings("ignore", message=".*`isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+    # cnnrun logs per epoch; log_every_n_steps (Lightning's default 50) only paces step-level logging a user adds
+    warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
 
 
 def make_trainer(cfg: dict[str, Any], run_dir: Path, *, with_logger: bool = True):
@@ -172,7 +177,10 @@ def make_trainer(cfg: dict[str, Any], run_dir: Path, *, with_logger: bool = True
     pruning = pruning_callback()  # only in a job that runs an Optuna trial
     if pruning is not None:
         callbacks.append(pruning)
-    trainer_kwargs = {k: v for k, v in cfg["trainer"].items() if k not in OWN_KEYS}
+    from cnnrun.train.stepping import STEP_KEYS
+
+    # the module's Stepper applies clipping and accumulation (Lightning refuses them with manual optimisation)
+    trainer_kwargs = {k: v for k, v in cfg["trainer"].items() if k not in OWN_KEYS and k not in STEP_KEYS}
     refresh = (cb_cfg.get("progress_bar") or {}).get("refresh_rate", 1)
     if refresh and trainer_kwargs.get("enable_progress_bar", True):
         try:
@@ -185,6 +193,5 @@ def make_trainer(cfg: dict[str, Any], run_dir: Path, *, with_logger: bool = True
     logger: Any = False
     if with_logger and cfg.get("logger", {}).get("tensorboard", False):
         logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
-    trainer_kwargs.setdefault("log_every_n_steps", 1)
     return pl.Trainer(default_root_dir=str(run_dir), callbacks=callbacks, logger=logger,
                       enable_model_summary=False, **trainer_kwargs)

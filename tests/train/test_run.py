@@ -63,6 +63,10 @@ def test_resume_from_last_checkpoint_continues_the_epochs(trained, tmp_path):
     record = read_metrics(tmp_path)
     assert record["status"] == "completed"
     assert [h["epoch"] for h in record["history"]] == [2]  # epochs 0 and 1 came from the checkpoint
+    # the optimizer-step count (trainer.global_step) goes on from the checkpoint's
+    first = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    resumed = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    assert first > 0 and resumed == first * 3 // 2
 
 
 def test_same_seed_same_metrics(quick_cfg, tmp_path):
@@ -124,6 +128,9 @@ def content_experiment(out):
     ("trainer.max_epochs=0", "trainer.max_epochs"), ("optim.momentun=0.9", "optim.momentun"),
     ("+trainer.max_epoch=3", "trainer.max_epoch"), ("sched.warmup_epoch=1", "sched.warmup_epoch"),
     ("mode=fit", "mode"), ("model.activation=tanhh", "model.layers[1] (tanhh)"),
+    ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val"),
+    ("+trainer.gradient_clip_algorithm=l2", "trainer.gradient_clip_algorithm"),
+    ("+trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches"),
 ])
 def test_config_errors_stop_before_training_and_are_recorded(override, key, tmp_path):
     from omegaconf import OmegaConf

@@ -1,0 +1,151 @@
+"""The optimisation step, taken by cnnrun through Lightning's manual optimisation.
+
+Lightning's automatic optimisation wraps every step in a closure and dispatches about a dozen hooks to every callback
+and to the module, most of which do nothing. A LeNet-5 step on 32 digits takes about 3 ms on a 2-core CPU, and that
+dispatch added 10-15% to it (``benchmarks/overhead.py``). The :class:`Stepper` takes the same step:
+
+- On one device, with 32-bit or bf16-mixed precision (no gradient scaler), no profiler and no ``backward``
+  override (the *lean* path), it calls ``loss.backward()`` and ``optimizer.step()`` itself. It dispatches
+  ``on_before_backward``, ``on_after_backward``, ``on_before_optimizer_step`` and ``on_before_zero_grad`` only to the
+  callbacks and the module that override them, in Lightning's order (callbacks first, then the module).
+- Elsewhere (DDP and the other strategies, fp16 with its gradient scaler, a profiler) it goes through Lightning's
+  ``manual_backward`` and ``LightningOptimizer.step``, which do the strategy's and the precision plugin's work.
+
+Both paths do what Lightning's automatic optimisation does with the same Trainer settings: the loss is divided by
+``trainer.accumulate_grad_batches`` and the optimizer steps once per that many batches (and on the epoch's last
+batch); gradients are zeroed before the first backward of each such window; ``trainer.gradient_clip_val`` (with
+``gradient_clip_algorithm``) clips after ``on_before_optimizer_step`` (after the gradient scaler's unscale); the
+learning-rate schedule steps after each optimizer step (``interval: step``, after ``on_train_batch_end``) or after
+each epoch; ``trainer.global_step`` counts optimizer steps.
+"""
+from __future__ import annotations
+
+import math
+import time
+from functools import partial
+from typing import Any, Callable
+
+import pytorch_lightning as pl
+import torch
+
+from cnnrun.errors import ConfigError
+
+# Trainer settings the Stepper applies (Lightning refuses them with manual optimisation, so they are not passed on).
+STEP_KEYS = ("gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches")
+HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step", "on_before_zero_grad")
+
+
+def check_step_config(trainer_cfg: dict[str, Any]) -> None:
+    clip = trainer_cfg.get("gradient_clip_val")
+    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or clip < 0):
+        raise ConfigError("trainer.gradient_clip_val", f"must be null or a non-negative number, got {clip!r}")
+    algorithm = trainer_cfg.get("gradient_clip_algorithm")
+    if algorithm is not None and algorithm not in ("norm", "value"):
+        raise ConfigError("trainer.gradient_clip_algorithm", f"must be norm or value, got {algorithm!r}")
+    n = trainer_cfg.get("accumulate_grad_batches", 1)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError("trainer.accumulate_grad_batches", f"must be a positive integer, got {n!r}")
+
+
+def stepping_batches(trainer: pl.Trainer, accumulate: int) -> int:
+    """Optimizer steps of the whole fit (Trainer.estimated_stepping_batches with the accumulation applied here)."""
+    total = trainer.estimated_stepping_batches  # batches per epoch x epochs (capped by max_steps): accumulation 1
+    batches = trainer.num_training_batches
+    if accumulate > 1 and math.isfinite(batches) and trainer.max_epochs and trainer.max_epochs > 0:
+        total = math.ceil(batches / accumulate) * trainer.max_epochs
+        if trainer.max_steps >= 0:
+            total = min(total, trainer.max_steps)
+    return max(int(total), 1)
+
+
+def lean_possible(trainer: pl.Trainer, module: pl.LightningModule) -> bool:
+    """Whether Lightning's manual_backward and LightningOptimizer.step would only add hook dispatch here."""
+    from pytorch_lightning.plugins.precision import MixedPrecision, Precision
+    from pytorch_lightning.profilers import PassThroughProfiler
+    from pytorch_lightning.strategies import SingleDeviceStrategy
+    from pytorch_lightning.utilities.model_helpers import is_overridden
+
+    plugin = trainer.precision_plugin
+    plain_precision = type(plugin) is Precision or (type(plugin) is MixedPrecision and plugin.scaler is None)
+    return (type(trainer.strategy) is SingleDeviceStrategy and plain_precision
+            and type(trainer.profiler) is PassThroughProfiler
+            and not is_overridden("backward", module, pl.LightningModule))
+
+
+class Stepper:
+    """The optimisation of one fit: built by the module when training starts, called from its training_step."""
+
+    def __init__(self, module: pl.LightningModule, *, clip_val: float | None = None, clip_algorithm: str | None = None,
+                 accumulate: int = 1, interval: str | None = None, lean: bool | None = None):
+        trainer = module.trainer
+        self.module, self.trainer = module, trainer
+        self.optimizer = module.optimizers()  # Lightning's wrapper: it counts the steps (trainer.global_step)
+        self.raw = self.optimizer.optimizer
+        schedulers = module.lr_schedulers()
+        self.schedulers = [] if schedulers is None else schedulers if isinstance(schedulers, list) else [schedulers]
+        self.interval = interval
+        self.clip_val, self.clip_algorithm = clip_val or None, clip_algorithm or "norm"
+        self.accumulate = accumulate
+        self.lean = lean_possible(trainer, module) if lean is None else lean
+        self.listeners = {name: self._listeners(name) for name in HOOKS}
+        self.stepped = False
+        self.started_at: float | None = None  # time.time() at the first training step (its backward)
+
+    def _listeners(self, name: str) -> list[Callable[..., Any]]:
+        """The callbacks' and the module's implementations of hook ``name``, in Lightning's order."""
+        from pytorch_lightning.utilities.model_helpers import is_overridden
+
+        found: list[Callable[..., Any]] = [partial(getattr(cb, name), self.trainer, self.module)
+                                           for cb in self.trainer.callbacks if is_overridden(name, cb, pl.Callback)]
+        if is_overridden(name, self.module, pl.LightningModule):
+            found.append(getattr(self.module, name))
+        return found
+
+    def _dispatch(self, name: str, *args: Any) -> None:
+        for fn in self.listeners[name]:
+            fn(*args)
+
+    def step(self, loss: torch.Tensor, batch_idx: int) -> None:
+        """Backward for this batch; the optimizer step when the accumulation window closes."""
+        if self.started_at is None:
+            self.started_at = time.time()
+        n = self.accumulate
+        if batch_idx % n == 0:
+            self._dispatch("on_before_zero_grad", self.raw)
+            self.raw.zero_grad(set_to_none=True)
+        if n > 1:
+            loss = loss / n
+        if self.lean:
+            self._dispatch("on_before_backward", loss)
+            loss.backward()
+            self._dispatch("on_after_backward")
+        else:
+            self.module.manual_backward(loss)
+        if (batch_idx + 1) % n and batch_idx + 1 != self.trainer.num_training_batches:
+            return
+        if self.lean:
+            self.optimizer._on_before_step()  # the manual loop's step counter (trainer.global_step)
+            self._dispatch("on_before_optimizer_step", self.raw)  # the module's hook clips
+            self.raw.step()
+            self.optimizer._on_after_step()
+        else:
+            self.optimizer.step()  # the precision plugin unscales, then calls on_before_optimizer_step
+        self.stepped = True
+
+    def clip(self) -> None:
+        """trainer.gradient_clip_val: called from the module's on_before_optimizer_step, as Lightning clips."""
+        if self.clip_val:
+            self.module.clip_gradients(self.raw, gradient_clip_val=self.clip_val,
+                                       gradient_clip_algorithm=self.clip_algorithm)
+
+    def after_batch(self) -> None:
+        """A per-step schedule steps after each optimizer step (from the module's on_train_batch_end)."""
+        if self.stepped and self.interval == "step":
+            for scheduler in self.schedulers:
+                scheduler.step()
+        self.stepped = False
+
+    def after_epoch(self) -> None:
+        if self.interval == "epoch":
+            for scheduler in self.schedulers:
+                scheduler.step()
