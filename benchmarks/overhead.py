@@ -7,7 +7,7 @@ its epochs. A third loop, the plain loop's step inside a bare LightningModule ru
 Lightning-based runner. Each repeat runs the three back to back; prints the medians, their ratio and the median of the repeats'
 ratios (the paired statistic: a slow spell of a shared machine hits both runs of a pair).
 
-    python benchmarks/overhead.py [--epochs 10] [--repeats 5] [--progress-bar]
+    python benchmarks/overhead.py [--epochs 10] [--repeats 5] [--threads N] [--progress-bar]
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from cnnrun.data.loader import BatchTransform, InMemoryLoader
 
 
 def overrides(epochs: int, progress_bar: bool) -> list[str]:
-    return ["sched=none", f"trainer.max_epochs={epochs}",
+    return ["sched=none", f"trainer.max_epochs={epochs}", f"trainer.threads={torch.get_num_threads()}",
             f"callbacks.progress_bar.refresh_rate={1 if progress_bar else 0}"]
 
 
@@ -117,7 +117,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--progress-bar", action="store_true", help="keep the rich progress bar on in cnnrun")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for all three (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cnnrun_fit(1, False)  # warm-up: first-use costs (imports, allocator) out of the timings
     plain_loop(1)
     bare_lightning(1)
