@@ -36,7 +36,12 @@ def source(name: str, check: Callable[[dict[str, Any]], None] | None = None):
 
 
 # -- the built-in sources (each imports its module only when used) ------------------------------------------------
-@source("digits")
+def _check_digits(cfg):
+    from cnnrun.data.digits import check_shape
+    check_shape(cfg.get("input_shape"))
+
+
+@source("digits", check=_check_digits)
 def _digits(cfg):
     from cnnrun.data.digits import load_digits_tensors
     x, y = load_digits_tensors(cfg["input_shape"])

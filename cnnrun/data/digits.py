@@ -18,11 +18,15 @@ def _raw() -> tuple[np.ndarray, np.ndarray]:
     return bunch.images.astype(np.float32) / 16.0, bunch.target.astype(np.int64)
 
 
-def load_digits_tensors(input_shape) -> tuple[torch.Tensor, torch.Tensor]:
-    """All 1,797 digits as (N, C, H, W) floats in [0, 1] and their labels."""
-    if len(input_shape) != 3 or input_shape[0] not in (1, 3):
+def check_shape(input_shape) -> None:
+    if isinstance(input_shape, (list, tuple)) and (len(input_shape) != 3 or input_shape[0] not in (1, 3)):
         raise ConfigError("data.input_shape", f"digits are images: use [1, H, W] or [3, H, W], got "
                                               f"{list(input_shape)}")
+
+
+def load_digits_tensors(input_shape) -> tuple[torch.Tensor, torch.Tensor]:
+    """All 1,797 digits as (N, C, H, W) floats in [0, 1] and their labels."""
+    check_shape(input_shape)
     images, labels = _raw()
     x = torch.from_numpy(images).unsqueeze(1)
     size = tuple(input_shape[1:])

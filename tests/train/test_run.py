@@ -214,3 +214,11 @@ def test_jobs_in_one_process_share_the_loaded_data():
     assert load_data_cached({**data, "batch_size": 64, "augment": {"crop": {"padding": 2}}}) is first
     other = load_data_cached({**data, "split_seed": 1})
     assert other is not first and not torch.equal(other.test_y, first.test_y)
+
+
+def test_the_default_run_reaches_the_promised_accuracy(tmp_path):
+    """The Quick start's promise: the default config (LeNet-5 on digits, 30 epochs, seed 0) tests at >= 97%."""
+    from tests.conftest import QUIET
+
+    metrics = run(compose(QUIET), output_dir=tmp_path)
+    assert read_metrics(tmp_path)["metrics"]["test/acc"] == metrics["test/acc"] >= 0.97

@@ -1,8 +1,9 @@
 """cnnrun's optimisation step (cnnrun/train/stepping.py) against a plain PyTorch loop on the same batches.
 
-The reference loop is written here with torch only: cross-entropy, zero_grad, backward, torch's clipping utilities,
-optimizer.step and the scheduler's step, on the batches the Lightning run saw (recorded by a callback). Both the lean
-path and Lightning's manual_backward / LightningOptimizer.step path must give the reference's weights.
+The reference loop is written here with torch only: cross-entropy (with the configured label smoothing),
+zero_grad, backward, torch's clipping utilities, optimizer.step and the scheduler's step, on the batches the
+Lightning run saw (recorded by a callback). Both the lean path and Lightning's manual_backward /
+LightningOptimizer.step path must give the reference's weights.
 """
 import copy
 import math
@@ -92,7 +93,8 @@ def reference_fit(cfg, initial, batches, *, clip=None, algorithm="norm", accumul
         for i, (x, y) in enumerate(epoch_batches):
             if i % accumulate == 0:
                 opt.zero_grad(set_to_none=True)
-            (F.cross_entropy(model(x), y) / accumulate).backward()
+            loss = F.cross_entropy(model(x), y, label_smoothing=cfg["loss"]["label_smoothing"])
+            (loss / accumulate).backward()
             if (i + 1) % accumulate and i + 1 != len(epoch_batches):
                 continue
             if clip is not None:
@@ -119,7 +121,8 @@ def assert_same_weights(module, reference):
 @pytest.mark.parametrize("sched", ["cosine", "step"])
 def test_steps_match_a_plain_loop(splits, lean, sched):
     """Per-step (cosine with warmup) and per-epoch (step) schedules, on both paths."""
-    overrides = [f"sched={sched}", "sched.warmup_epochs=1"] if sched == "cosine" else ["sched=step", "sched.step_size=1"]
+    overrides = (["sched=cosine", "sched.warmup_epochs=1"] if sched == "cosine"
+                 else ["sched=step", "sched.step_size=1"])
     cfg, initial, module, trainer, rec = lightning_fit(splits, overrides, lean=lean)
     reference, steps, lr = reference_fit(cfg, initial, rec.batches)
     assert_same_weights(module, reference)
