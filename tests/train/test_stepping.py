@@ -162,7 +162,7 @@ def test_gradient_accumulation_matches_a_plain_loop(splits, lean):
 
 
 def test_lean_path_only_where_lightning_adds_nothing(splits):
-    """A profiler, fp16's gradient scaler or another strategy needs Lightning's path."""
+    """A profiler, fp16's gradient scaler or another strategy needs Lightning's path; bf16 autocast does not."""
     from cnnrun.train.stepping import lean_possible
 
     data_cfg, data = splits
@@ -171,14 +171,17 @@ def test_lean_path_only_where_lightning_adds_nothing(splits):
 
     class Probe(pl.Callback):
         def on_train_epoch_end(self, trainer, pl_module):
-            seen[trainer.profiler.__class__.__name__] = (lean_possible(trainer, pl_module), pl_module.stepper.lean)
+            seen[(type(trainer.profiler).__name__, trainer.precision)] = (lean_possible(trainer, pl_module),
+                                                                         pl_module.stepper.lean)
 
-    for profiler in (None, "simple"):
+    for profiler, precision in ((None, "32-true"), ("simple", "32-true"), (None, "bf16-mixed")):
         torch.manual_seed(0)
         module = Classifier(cfg, build_model(cfg["model"], data_cfg["input_shape"], data_cfg["num_classes"]))
         trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                              enable_model_summary=False, limit_train_batches=2, limit_val_batches=0,
-                             callbacks=[Probe()], profiler=profiler, accelerator="cpu", devices=1)
+                             callbacks=[Probe()], profiler=profiler, precision=precision, accelerator="cpu",
+                             devices=1)
         trainer.fit(module, datamodule=InMemoryDataModule(data, 32, 0, data=cfg["data"]))
         assert trainer.global_step == 2
-    assert seen == {"PassThroughProfiler": (True, True), "SimpleProfiler": (False, False)}
+    assert seen == {("PassThroughProfiler", "32-true"): (True, True), ("SimpleProfiler", "32-true"): (False, False),
+                    ("PassThroughProfiler", "bf16-mixed"): (True, True)}
