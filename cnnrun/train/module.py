@@ -129,12 +129,16 @@ class Classifier(pl.LightningModule):
         fmt = self.memory_format
         return x if fmt is None else x.contiguous(memory_format=fmt)
 
+    @property
+    def _accumulate_grad_batches(self) -> int:
+        return int((self.config.get("trainer") or {}).get("accumulate_grad_batches") or 1)
+
     def on_train_start(self):
         trainer_cfg = self.config.get("trainer") or {}
         self.stepper = Stepper(self, clip_val=trainer_cfg.get("gradient_clip_val"),
                                clip_algorithm=trainer_cfg.get("gradient_clip_algorithm"),
-                               accumulate=int(trainer_cfg.get("accumulate_grad_batches") or 1),
-                               interval=self._schedule_interval, lean=self.lean_step)
+                               accumulate=self._accumulate_grad_batches, interval=self._schedule_interval,
+                               lean=self.lean_step)
 
     def on_before_optimizer_step(self, optimizer):
         self.stepper.clip()
@@ -208,8 +212,8 @@ class Classifier(pl.LightningModule):
     # -- optimisation -------------------------------------------------------------------------------------------
     def configure_optimizers(self):
         optimizer = make_optimizer(self.parameters(), self.config["optim"])
-        accumulate = int((self.config.get("trainer") or {}).get("accumulate_grad_batches") or 1)
-        schedule = make_schedule(optimizer, self.config["sched"], stepping_batches(self.trainer, accumulate),
+        schedule = make_schedule(optimizer, self.config["sched"],
+                                 stepping_batches(self.trainer, self._accumulate_grad_batches),
                                  self.trainer.max_epochs or 1)
         if schedule is None:
             return optimizer
