@@ -25,7 +25,7 @@ def _multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="pkg://cnnrun.conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """One job: run the config; map user errors to 'error: ...' and exit status 2 (1 for a failed run)."""
     from cnnrun.errors import ConfigError, Diverged

@@ -12,7 +12,17 @@ from omegaconf.errors import OmegaConfBaseException
 
 from cnnrun.errors import ConfigError
 
-CONFIG_DIR = Path(__file__).parent / "conf"
+CONFIG_MODULE = "cnnrun.conf"  # the config groups: conf/ in the repository, shipped as the package cnnrun.conf
+
+
+def _config_dir() -> Path:
+    """The folder of the config groups, wherever the package cnnrun.conf was installed (or mapped, in editable mode)."""
+    from importlib.resources import files
+
+    return Path(str(files(CONFIG_MODULE)))
+
+
+CONFIG_DIR = _config_dir()
 MODES = ("train", "test", "summary", "gallery")
 
 

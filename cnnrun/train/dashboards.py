@@ -1,6 +1,6 @@
 """Dashboards that explain one run (chapter 5.2, Table 5.2): a Lightning callback that writes to TensorBoard.
 
-Switched in ``logger.dashboards`` (``cnnrun/conf/logger/tensorboard.yaml``); active only with the TensorBoard logger.
+Switched in ``logger.dashboards`` (``conf/logger/tensorboard.yaml``); active only with the TensorBoard logger.
 Tags it writes:
 
 - ``filters/first_layer``: the first convolution's filters as an image grid;
