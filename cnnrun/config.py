@@ -1,7 +1,6 @@
 """Composing and checking run configs. Light: imports Hydra and OmegaConf only."""
 from __future__ import annotations
 
-import math
 import os
 import secrets
 from pathlib import Path
@@ -30,46 +29,10 @@ def _uid() -> str:
     return secrets.token_hex(2)
 
 
-def _number(name: str, value: Any, positive: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (positive and value <= 0):
-        raise ValueError(f"{name} must be a {'positive ' if positive else ''}number, got {value!r}")
-    return value
-
-
-def channels(base: int, width: float = 1.0, divisor: int = 1) -> int:
-    """``${cnnrun.ch:64,${model.width}}``: a layer width scaled by the width multiplier, rounded half up.
-
-    With a divisor (``${cnnrun.ch:32,${model.width},8}``) it rounds to the nearest multiple of ``divisor``, never
-    below ``divisor`` nor below 90% of ``base * width``: MobileNet's ``make_divisible``.
-    """
-    value = _number("channels", base) * _number("width", width)
-    divisor = int(_number("divisor", divisor))
-    if divisor == 1:
-        return max(1, math.floor(value + 0.5))
-    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
-    return rounded + divisor if rounded < 0.9 * value else rounded
-
-
-def repeats(base: int, depth: float = 1.0, written: int = 0) -> int:
-    """``${cnnrun.n:2,${model.depth}}``: a repeat count scaled by the depth multiplier, ceil(base * depth), at least
-    1; ``written`` blocks of the stage that are written out separately are subtracted (so the count may be 0)."""
-    total = max(1, math.ceil(round(_number("repeats", base) * _number("depth", depth), 9)))
-    return max(0, total - int(_number("written", written, positive=False)))
-
-
 def register_resolvers() -> None:
-    """Resolvers of cnnrun's configs (registered once per process):
-
-    ``${cnnrun_uid:}``: a short random id, resolved once per process, that keeps same-second runs apart;
-    ``${cnnrun.ch:base,width[,divisor]}``: channels times a width multiplier (:func:`channels`);
-    ``${cnnrun.n:base,depth[,written]}``: a repeat count times a depth multiplier (:func:`repeats`);
-    ``${cnnrun.max:a,b}``: the larger number (MobileNetV2 keeps its last layer at width >= 1).
-    """
+    """``${cnnrun_uid:}``: a short random id, resolved once per process, that keeps same-second runs apart."""
     if not OmegaConf.has_resolver("cnnrun_uid"):
         OmegaConf.register_new_resolver("cnnrun_uid", _uid, use_cache=True)
-    for name, fn in (("cnnrun.ch", channels), ("cnnrun.n", repeats), ("cnnrun.max", max)):
-        if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, fn)
 
 
 def compose(overrides: Sequence[str] = (), config_dir: str | os.PathLike | None = None) -> DictConfig:

@@ -1,8 +1,8 @@
 """Blocks: layer types built from other layers (Inception, parallel branches, residual, repeat, NIN's mlpconv,
 MobileNetV2's inverted residual).
 
-Blocks call the model builder recursively on their layer lists; the records of their children appear indented in
-the summary (``child_records``, paths relative to the block).
+Blocks build their layer lists with :func:`cnnrun.layers.sequence.build_layers`; the records of their children
+appear indented in the summary (``child_records``, paths relative to the block).
 """
 from __future__ import annotations
 
@@ -14,13 +14,12 @@ from torch import nn
 from cnnrun.layers import args as A
 from cnnrun.layers.conv import make_conv
 from cnnrun.layers.registry import get_layer_type, register
+from cnnrun.layers.sequence import LayerRecord, build_layers
 
 Shape = tuple[int, ...]
 
 
 def _build(items: Any, in_shape: Shape, name: str):
-    from cnnrun.model.builder import build_layers
-
     if not isinstance(items, (list, tuple)) or not items:
         raise A.ConfigError(name, f"must be a non-empty list of layers, got {items!r}")
     return build_layers(items, in_shape, name)
@@ -100,7 +99,7 @@ def _merged_shape(shapes: list[Shape], merge: str) -> Shape:
 
 
 @register("parallel", doc="branches (each a layer list) on the same input, merged by concat (channels) or add",
-          section="5.11")
+          section="5.11", nested=("branches",))
 def parallel(in_shape, *, branches, merge="concat"):
     A.choice("merge", merge, ("concat", "add"))
     if not isinstance(branches, (list, tuple)) or len(branches) < 1:
@@ -118,7 +117,7 @@ def parallel(in_shape, *, branches, merge="concat"):
 
 @register("inception", doc="GoogLeNet Inception module: 1x1 | 1x1>3x3 | 1x1>5x5 | 3x3 maxpool>1x1, concatenated; "
                            "0 drops a reduction, pool_proj: 0 passes the pooled input (naive module)",
-          section="5.8, 5.11")
+          section="5.8, 5.11", widths=("ch1x1", "ch3x3", "ch5x5", "ch3x3red", "ch5x5red", "pool_proj"))
 def inception(in_shape, *, ch1x1, ch3x3, ch5x5, ch3x3red=0, ch5x5red=0, pool_proj=0, kernel_3x3=3, kernel_5x5=5,
               pool_kernel=3, bias=True, norm="none", bn_eps=1e-5, activation="relu"):
     A.spatial_rank("inception", in_shape, ranks=(2,))
@@ -156,8 +155,6 @@ def inception(in_shape, *, ch1x1, ch3x3, ch5x5, ch3x3red=0, ch5x5red=0, pool_pro
     shapes.append(shape)
     block = Branches(branches, "concat", names)
     out = _merged_shape(shapes, "concat")
-    from cnnrun.model.builder import LayerRecord
-
     block.child_records = [LayerRecord(n, k, in_shape, s, sum(p.numel() for p in b.parameters()), b)
                            for n, k, s, b in zip(names, kinds, shapes, branches)]
     return block, out
@@ -192,7 +189,7 @@ class Residual(nn.Module):
 
 
 @register("residual", doc="a layer list plus a shortcut (auto: identity, or a 1x1 projection when the shape "
-                          "changes), then an optional activation", section="5.12")
+                          "changes), then an optional activation", section="5.12", nested=("layers",))
 def residual(in_shape, *, layers, shortcut="auto", shortcut_norm=False, activation=None):
     A.choice("shortcut", shortcut, ("auto", "identity", "conv"))
     A.boolean("shortcut_norm", shortcut_norm)
@@ -255,16 +252,18 @@ def _check_growth(growth: Any, layers: Any) -> dict[str, float]:
 
 
 @register("repeat", doc="a layer list repeated n times (the shape flows through the copies; n: 0 is the identity); "
-                        "growth: {dilation: 2} multiplies a written argument by 2^i in copy i")
-def repeat(in_shape, *, n, layers, growth=None):
+                        "first: another layer list for copy 0 (a stage's strided first block); growth: "
+                        "{dilation: 2} multiplies a written argument by 2^i in copy i", nested=("layers", "first"))
+def repeat(in_shape, *, n, layers, first=None, growth=None):
     n = A.positive_int("n", n, minimum=0)
     growth = _check_growth(growth, layers)
     modules, records, shape = [], [], tuple(in_shape)
     if n == 0:  # still check the list, without allocating or drawing random numbers
         with torch.device("meta"):
-            _build(layers, shape, "[0]")
+            _build(first if first is not None else layers, shape, "[0]")
     for i in range(n):
-        module, shape, recs = _build(_grown(layers, growth, i) if growth else layers, shape, f"[{i}]")
+        items = first if i == 0 and first is not None else layers
+        module, shape, recs = _build(_grown(items, growth, i) if growth else items, shape, f"[{i}]")
         modules.append(module)
         records.extend(recs)
     block = nn.Sequential(*modules)
@@ -293,8 +292,6 @@ class InvertedResidual(nn.Module):
                                    "shortcut when stride is 1 and the channels match", section="5.13")
 def inverted_residual(in_shape, *, out_channels, expansion=6, kernel_size=3, stride=1, activation="relu6",
                       bn_eps=1e-5):
-    from cnnrun.model.builder import LayerRecord
-
     rank = A.spatial_rank("inverted_residual", in_shape)
     out_channels = A.positive_int("out_channels", out_channels)
     ratio = A.positive_float("expansion", expansion)

@@ -8,7 +8,10 @@ A builder takes the running input shape (without the batch dimension) and keywor
         ...
         return module, out_shape
 
-The registry checks argument names against the builder's signature, so builders only check values.
+The registry checks argument names against the builder's signature, so builders only check values. It also knows
+which arguments are channel counts (``widths``: ``out_channels`` and ``out_features`` unless a builder names others)
+and which hold layer lists (``nested``, for blocks): the model builder scales the former by the model's ``width``
+and looks inside the latter (:mod:`cnnrun.model.scaling`).
 """
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ class LayerType:
     doc: str
     section: str | None
     arguments: dict[str, inspect.Parameter]
+    widths: tuple[str, ...] = ()  # arguments that are channel counts (an int or a list of ints)
+    nested: tuple[str, ...] = ()  # arguments that hold a layer list (or, for parallel, a list of layer lists)
 
     @property
     def required(self) -> list[str]:
@@ -49,8 +54,16 @@ class LayerType:
 _REGISTRY: dict[str, LayerType] = {}
 
 
-def register(name: str, *, doc: str = "", section: str | None = None):
-    """Decorator that registers a layer builder under ``name`` (a duplicate name is an error)."""
+WIDTH_ARGUMENTS = ("out_channels", "out_features")
+
+
+def register(name: str, *, doc: str = "", section: str | None = None, widths: tuple[str, ...] | None = None,
+             nested: tuple[str, ...] = ()):
+    """Decorator that registers a layer builder under ``name`` (a duplicate name is an error).
+
+    ``widths`` names the arguments that are channel counts (default: those of ``out_channels`` and ``out_features``
+    that the builder takes); ``nested`` the arguments that hold layer lists.
+    """
 
     def decorator(fn: Callable) -> Callable:
         if name in _REGISTRY:
@@ -60,7 +73,12 @@ def register(name: str, *, doc: str = "", section: str | None = None):
         if not params or params[0].kind not in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD):
             raise TypeError(f"builder for '{name}' must take the input shape as its first positional argument")
         arguments = {p.name: p for p in params[1:] if p.kind is p.KEYWORD_ONLY}
-        _REGISTRY[name] = LayerType(name, fn, doc or (fn.__doc__ or "").strip().split("\n")[0], section, arguments)
+        scaled = tuple(a for a in WIDTH_ARGUMENTS if a in arguments) if widths is None else tuple(widths)
+        unknown = [a for a in (*scaled, *nested) if a not in arguments]
+        if unknown:
+            raise TypeError(f"builder for '{name}' takes no argument {', '.join(unknown)} (named in widths/nested)")
+        _REGISTRY[name] = LayerType(name, fn, doc or (fn.__doc__ or "").strip().split("\n")[0], section, arguments,
+                                    scaled, tuple(nested))
         return fn
 
     return decorator

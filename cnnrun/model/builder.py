@@ -4,13 +4,13 @@ A spec is a mapping with ``name`` and ``layers``; each item of ``layers`` is a b
 one-key mapping from a layer name to its arguments (``- conv: {out_channels: 6, kernel_size: 5}``). Input channels
 and features are never written: they are propagated from the input shape.
 
-Optional keys: ``reference_input`` and ``min_size`` (the input the model needs, checked before building, see
-:func:`check_input`) and ``init_weights`` (torchvision weights to start from, see
+Optional keys: ``width``, ``depth`` and ``divisor`` (the size settings applied to every channel and repeat count, see
+:mod:`cnnrun.model.scaling`), ``reference_input`` and ``min_size`` (the input the model needs, checked before
+building, see :func:`check_input`) and ``init_weights`` (torchvision weights to start from, see
 :mod:`cnnrun.model.torchvision_weights`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -19,22 +19,10 @@ from torch import nn
 
 from cnnrun.errors import ConfigError
 from cnnrun.layers.args import fmt_shape
-from cnnrun.layers.registry import get_layer_type
+from cnnrun.layers.sequence import LayerRecord, build_layers
+from cnnrun.model.scaling import Scale, scale_layers
 
 Shape = tuple[int, ...]
-
-
-@dataclass
-class LayerRecord:
-    """What one layer does to the shape: its config path, type, shapes and parameter count."""
-
-    path: str
-    type: str
-    in_shape: Shape
-    out_shape: Shape
-    params: int
-    module: nn.Module = field(repr=False)
-    depth: int = 0
 
 
 class CnnModel(nn.Module):
@@ -53,47 +41,6 @@ class CnnModel(nn.Module):
         return self.layers(x)
 
 
-def parse_item(item: Any, path: str) -> tuple[str, dict[str, Any]]:
-    """A layer item -> (type name, arguments)."""
-    if isinstance(item, str):
-        return item, {}
-    if isinstance(item, Mapping) and len(item) == 1:
-        (name, args), = item.items()
-        if args is None:
-            return name, {}
-        if isinstance(args, Mapping):
-            return name, dict(args)
-        raise ConfigError(f"{path} ({name})", f"arguments must be a mapping such as {{out_channels: 16}}, "
-                                              f"got {args!r}")
-    raise ConfigError(path, "a layer must be a layer name (- relu) or a one-key mapping from a layer name to its "
-                            f"arguments (- conv: {{out_channels: 6, kernel_size: 5}}), got {item!r}")
-
-
-def build_layers(items: Sequence[Any], in_shape: Shape, prefix: str, depth: int = 0
-                 ) -> tuple[nn.Sequential, Shape, list[LayerRecord]]:
-    """Build a layer list, propagating the shape; errors are located at ``prefix[i] (type)``."""
-    if not isinstance(items, (list, tuple)) or not items:
-        raise ConfigError(prefix, "must be a non-empty list of layers")
-    modules, records, shape = [], [], tuple(in_shape)
-    for i, item in enumerate(items):
-        path = f"{prefix}[{i}]"
-        name, args = parse_item(item, path)
-        where = f"{path} ({name})"
-        try:
-            module, out_shape = get_layer_type(name).build(shape, args)
-        except ConfigError as err:
-            raise err.under(where) from None
-        params = sum(p.numel() for p in module.parameters())
-        records.append(LayerRecord(path, name, shape, tuple(out_shape), params, module, depth))
-        for child in getattr(module, "child_records", []):  # a block's layers, indented under it
-            sep = "" if child.path.startswith("[") else "."
-            records.append(LayerRecord(f"{path}.{name}{sep}{child.path}", child.type, child.in_shape,
-                                       child.out_shape, child.params, child.module, depth + 1 + child.depth))
-        modules.append(module)
-        shape = tuple(out_shape)
-    return nn.Sequential(*modules), shape, records
-
-
 def _plain_spec(model: Any, input_shape: Shape, num_classes: int | None) -> dict[str, Any]:
     """Resolve the model config's interpolations (``${data.num_classes}``, ``${model.width}``) to plain values."""
     data: dict[str, Any] = {}
@@ -109,9 +56,6 @@ def _plain_spec(model: Any, input_shape: Shape, num_classes: int | None) -> dict
     data["input_shape"] = list(input_shape)
     if num_classes is not None:
         data["num_classes"] = num_classes
-    from cnnrun.config import register_resolvers
-
-    register_resolvers()  # ${cnnrun.ch:...} and friends, also for specs built outside compose()
     try:
         wrapper = OmegaConf.create({"model": raw, "data": data})
         return OmegaConf.to_container(wrapper.model, resolve=True)
@@ -169,6 +113,7 @@ def build_model(model: Any, input_shape: Sequence[int], num_classes: int | None 
     if "layers" not in spec:
         raise ConfigError("model", "has no 'layers' list")
     check_input(spec, input_shape)
+    spec["layers"] = scale_layers(spec["layers"], Scale.of(spec))
     init = spec.get("init_weights")
     if init is not None:
         from cnnrun.model.torchvision_weights import check_init_weights

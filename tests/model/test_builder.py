@@ -21,8 +21,8 @@ def test_lenet5_has_61706_parameters():
 
 
 def test_interpolations_resolve_from_the_arguments():
-    model_cfg = {"name": "t", "width": 8, "layers": [{"conv": {"out_channels": "${model.width}", "kernel_size": 3}},
-                                                     "flatten", {"linear": {"out_features": "${data.num_classes}"}}]}
+    model_cfg = {"name": "t", "channels": 8, "layers": [{"conv": {"out_channels": "${model.channels}",
+                                                                   "kernel_size": 3}}, "flatten", {"linear": {"out_features": "${data.num_classes}"}}]}
     model = build_model(model_cfg, (1, 6, 6), num_classes=4)
     assert model.records[0].out_shape == (8, 4, 4)
     assert model.output_shape == (4,)

@@ -93,10 +93,12 @@ def test_the_name_mapping_pairs_tensors_as_documented():
     assert mapping["layers.0.0.0.weight"] == "features.0.weight"
     assert mapping["layers.18.bias"] == "classifier.6.bias"
     mapping = key_mapping(resnet, "resnet18")
-    assert mapping["layers.5.body.0.weight"] == "layer2.0.conv1.weight"
-    assert mapping["layers.5.shortcut.conv.weight"] == "layer2.0.downsample.0.weight"
-    assert mapping["layers.5.shortcut.bn.running_var"] == "layer2.0.downsample.1.running_var"
-    assert mapping["layers.13.weight"] == "fc.weight"
+    # stage 2 is layers[5], a repeat of layer lists whose copy 0 (its `first` block) has the strided shortcut
+    assert mapping["layers.5.0.0.body.0.weight"] == "layer2.0.conv1.weight"
+    assert mapping["layers.5.0.0.shortcut.conv.weight"] == "layer2.0.downsample.0.weight"
+    assert mapping["layers.5.0.0.shortcut.bn.running_var"] == "layer2.0.downsample.1.running_var"
+    assert mapping["layers.5.1.0.body.0.weight"] == "layer2.1.conv1.weight"
+    assert mapping["layers.10.weight"] == "fc.weight"
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +130,7 @@ def test_init_weights_not_strict_keeps_layers_of_another_shape(resnet18_file):
     for mine, other in key_mapping(ours, "resnet18").items():
         if own[mine].shape == file[other].shape:
             assert torch.equal(own[mine], file[other]), mine
-    assert own["layers.0.weight"].shape == (64, 1, 7, 7) and own["layers.13.weight"].shape == (10, 512)
+    assert own["layers.0.weight"].shape == (64, 1, 7, 7) and own["layers.10.weight"].shape == (10, 512)
 
 
 @pytest.mark.parametrize("overrides,message", [
@@ -145,7 +147,7 @@ def test_init_weights_mistakes_name_the_key(overrides, message):
 def test_init_weights_that_do_not_fit_are_config_errors(resnet18_file, tmp_path):
     _, path = resnet18_file
     with pytest.raises(ConfigError, match=r"^model\.init_weights: fc\.weight has shape \[1000, 512\] but the model's "
-                                          r"layers\.13\.weight has \[10, 512\]; set strict: false"):
+                                          r"layers\.10\.weight has \[10, 512\]; set strict: false"):
         build_model(imagenet("resnet18", 32, f"model.init_weights.path={path}").model, (3, 32, 32), 10)
     with pytest.raises(ConfigError, match=r"^model\.init_weights: the model has \d+ tensors but torchvision's "
                                           r"resnet18 has 122"):
