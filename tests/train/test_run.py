@@ -218,7 +218,7 @@ def test_jobs_in_one_process_share_the_loaded_data():
 
 
 def test_the_default_run_reaches_the_promised_accuracy(tmp_path):
-    """The Quick start's promise: the default config (LeNet-5 on digits, 30 epochs, seed 0) tests at >= 97%."""
+    """The Quick start's promise: the default config (LeNet-5 on digits, 40 epochs, seed 0) tests at >= 97%."""
     from tests.conftest import QUIET
 
     metrics = run(compose(QUIET), output_dir=tmp_path)
