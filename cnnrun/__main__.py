@@ -7,15 +7,25 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from cnnrun.config import register_resolvers
+from cnnrun.config import composition_error, register_resolvers
+from cnnrun.errors import one_line
 
 register_resolvers()
 
-_state = {"jobs": 0, "failed": 0}
+_state: dict = {"jobs": 0, "failed": 0, "crash": None}
+# Hydra prints its own report of a config error (a YAML syntax error with a page of traceback) unless
+# HYDRA_FULL_ERROR=1, when it raises the error instead. cli() sets it, to report the error in one line, and keeps the
+# user's own setting in USER_FULL_ERROR, which jobs read (here and in the worker processes that inherit both).
+USER_FULL_ERROR = "CNNRUN_USER_HYDRA_FULL_ERROR"
+
+
+def _full_error() -> bool:
+    """Whether the user asked for full tracebacks (HYDRA_FULL_ERROR=1)."""
+    return os.environ.get(USER_FULL_ERROR, os.environ.get("HYDRA_FULL_ERROR", "")) == "1"
 
 
 def _error(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    print(f"error: {one_line(message)}", file=sys.stderr, flush=True)
 
 
 def _multirun() -> bool:
@@ -33,7 +43,7 @@ def main(cfg: DictConfig) -> float | None:
     from cnnrun.train.pruning import Pruned
 
     _state["jobs"] += 1
-    full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    full_error = _full_error()
     try:
         metrics = run(cfg)
         return metrics.get("val/acc")  # the sweep objective (Optuna and other sweepers)
@@ -54,6 +64,7 @@ def main(cfg: DictConfig) -> float | None:
     except Exception as err:  # a crash: recorded in metrics.json; a sweep goes on with its other jobs
         _state["failed"] += 1
         if not _multirun() or full_error:
+            _state["crash"] = err  # reported with its traceback, never as a config error
             raise
         _error(f"job failed: {type(err).__name__}: {err}")
     return None
@@ -64,14 +75,16 @@ def cli() -> None:
     from cnnrun.sweep import failed_jobs, launch_status, start_launch
 
     launch = start_launch()
+    os.environ.setdefault(USER_FULL_ERROR, os.environ.get("HYDRA_FULL_ERROR", ""))  # a DDP rank keeps its parent's
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         main()
-    except SystemExit as exc:
-        # Hydra reports its own config errors (unknown group option, bad override) with status 1 before any
-        # job starts: those are user errors too.
-        if exc.code == 1 and _state["jobs"] == 0 and not launch_status(launch):
-            sys.exit(2)
-        raise
+    except Exception as err:  # raised by Hydra: a config that does not compose, or a job's crash
+        error = None if _full_error() or err is _state["crash"] else composition_error(err)
+        if error is None:
+            raise
+        _error(str(error))
+        sys.exit(2)
     jobs, failed = _state["jobs"], _state["failed"]
     counts = launch_status(launch)  # a sweep's jobs, wherever they ran (worker processes, cluster nodes)
     if counts:

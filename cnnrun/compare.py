@@ -2,12 +2,17 @@
 
 Writes into the sweep folder:
 
-- ``comparison.csv``: one row per job (overrides, status, error, every final metric, parameters, duration);
-- ``comparison.md``: one row per configuration (the job overrides without ``seed``) aggregated over seeds, ranked
-  by mean test accuracy: mean +- std of test accuracy, of the generalization gap and of test loss, and the
-  difference in test accuracy to ``baseline`` with a 95% confidence interval and a p-value (a paired t-test when
-  both have the same seeds, Welch's t-test otherwise); failed, pruned and unfinished jobs are listed with their
-  error, never dropped;
+- ``comparison.csv``: one row per job (overrides, status, error, every final metric, parameters, duration, the
+  fingerprint of its effective config and the configurations that resolved to the same one);
+- ``comparison.md``: one row per configuration (the job's method and its overrides without ``seed``, labelled by
+  what varies across the sweep) aggregated over seeds, ranked by mean test accuracy: mean +- std of test accuracy,
+  of the generalization gap and of test loss, and the difference in test accuracy to a reference with a 95%
+  confidence interval and a p-value (a paired t-test when both have the same seeds, Welch's t-test otherwise). The
+  reference is ``baseline`` (with the same other overrides) in a comparison of generalization methods, and the
+  configuration of the sweep's first job (the first value of every swept parameter) in any other sweep. Two
+  differently labelled configurations whose jobs resolved to the same effective config (``config.yaml`` without
+  the seed and run-specific keys) are flagged: their difference is no difference. Failed, pruned and unfinished
+  jobs are listed with their error, never dropped;
 - ``comparison.png``: test accuracy per configuration with error bars, and validation-accuracy curves per epoch.
 
 It reads every job's ``metrics.json`` (and, for jobs that died before writing their history, their TensorBoard
@@ -33,6 +38,7 @@ except ImportError:  # pragma: no cover - Hydra is a dependency; keeps the modul
     Callback = object
 
 KEY_METRICS = ("test/acc", "gap", "test/loss")
+AS_CONFIGURED = "as configured"  # the label of the configuration whose jobs share every override but the seed
 METRIC_COLUMNS = ("test/acc", "test/loss", "val/acc", "val/loss", "best/val_acc", "train/acc", "train/loss",
                   "train_eval/acc", "train_eval/loss", "gap")
 
@@ -44,8 +50,9 @@ class Job:
     overrides: list[str]
     seed: Any
     config: str  # the job's configuration: its method and its overrides other than the seed
-    method: str
+    method: str | None  # None: no generalization method chosen (the configs' own recipe)
     others: str  # the overrides that are neither the seed nor the generalization method
+    effective: str | None = None  # fingerprint of the effective config (config.yaml), None without one
 
     @property
     def status(self) -> str:
@@ -59,9 +66,13 @@ class Job:
 @dataclass
 class Group:
     config: str
-    method: str
+    method: str | None
     others: str
     jobs: list[Job] = field(default_factory=list)
+
+    @property
+    def effective(self) -> set[str]:
+        return {j.effective for j in self.jobs if j.effective}
 
     @property
     def ok(self) -> list[Job]:
@@ -107,13 +118,38 @@ def read_job(job_dir: Path) -> Job:
     else:
         record = {"status": "unfinished", "error": "no metrics.json: the job is running or was killed"}
     overrides = record.get("overrides") or _read_overrides(job_dir)
-    rest = [o for o in overrides if not _is_seed(o)]
-    others = [o for o in rest if not _is_method(o)]
+    others = [o for o in overrides if not _is_seed(o) and not _is_method(o)]
     seed = record.get("seed")
     if seed is None:
         seed = next((o.split("=", 1)[1] for o in overrides if _is_seed(o)), None)
-    method = record.get("method") or next((o.split("=", 1)[1] for o in overrides if _is_method(o)), "baseline")
-    return Job(job_dir, record, overrides, seed, " ".join([method, *others]), method, " ".join(others))
+    method = record.get("method") or next((o.split("=", 1)[1] for o in overrides if _is_method(o)), None)
+    job = Job(job_dir, record, overrides, seed, "", method, " ".join(others), effective_fingerprint(job_dir))
+    job.config = _label(job)
+    return job
+
+
+def _label(job: Job) -> str:
+    """The configuration's name in the tables: its method and the overrides that vary."""
+    return " ".join(filter(None, [job.method, job.others])) or AS_CONFIGURED
+
+
+def effective_fingerprint(job_dir: Path) -> str | None:
+    """A short hash of the job's effective config (its config.yaml without seed and run-specific keys)."""
+    path = job_dir / "config.yaml"
+    if not path.exists():
+        return None
+    import hashlib
+
+    from omegaconf import OmegaConf
+
+    from cnnrun.generalization import effective_config
+
+    try:
+        plain = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except Exception:  # a half-written file from a killed job
+        return None
+    text = json.dumps(effective_config(plain), sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
 def read_sweep(sweep_dir: str | os.PathLike) -> tuple[list[Job], list[str]]:
@@ -124,7 +160,7 @@ def read_sweep(sweep_dir: str | os.PathLike) -> tuple[list[Job], list[str]]:
     common = [o for o in others[0] if all(o in rest for rest in others[1:])] if len(jobs) > 1 else []
     for job, rest in zip(jobs, others):
         job.others = " ".join(o for o in rest if o not in common)
-        job.config = " ".join(filter(None, [job.method, job.others]))
+        job.config = _label(job)
     return jobs, common
 
 
@@ -201,6 +237,42 @@ def baseline_of(group: Group, groups: Sequence[Group]) -> Group | None:
     return None
 
 
+def compares_methods(groups: Sequence[Group]) -> bool:
+    """A comparison of generalization methods: some job chose one."""
+    return any(g.method for g in groups)
+
+
+def reference_of(group: Group, groups: Sequence[Group]) -> Group | None:
+    """What ``group``'s Δ compares with: ``baseline`` with the same other overrides in a comparison of methods;
+    otherwise the configuration of the sweep's first job (the first value of every swept parameter)."""
+    if compares_methods(groups):
+        return baseline_of(group, groups)
+    return groups[0] if groups else None
+
+
+def identical_configs(groups: Sequence[Group]) -> dict[str, list[str]]:
+    """Configuration label -> the other labels whose jobs resolved to the same effective config."""
+    same: dict[str, list[str]] = {}
+    for g in groups:
+        others = [h.config for h in groups if h is not g and g.effective & h.effective]
+        if others:
+            same[g.config] = others
+    return same
+
+
+def identical_warnings(groups: Sequence[Group]) -> list[str]:
+    """One line per set of configurations that differ in name only."""
+    lines, seen = [], set()
+    for label, others in identical_configs(groups).items():
+        names = tuple(sorted([label, *others]))
+        if names not in seen:
+            seen.add(names)
+            lines.append(f"configurations {' and '.join(f'`{n}`' for n in names)} resolved to the same effective "
+                         f"config (their config.yaml files differ at most in seed and run-specific keys): comparing "
+                         f"them compares a configuration with itself")
+    return lines
+
+
 # -- writing ------------------------------------------------------------------------------------------------------
 def _fmt(v: float, digits: int = 4) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
@@ -213,17 +285,19 @@ def _pm(values: Sequence[float]) -> str:
     return f"{mean:.4f} ± {std:.4f}"
 
 
-def csv_text(jobs: Sequence[Job]) -> str:
+def csv_text(jobs: Sequence[Job], groups: Sequence[Group] = ()) -> str:
     extra = sorted({k for j in jobs for k in j.metrics} - set(METRIC_COLUMNS))
     columns = ["job", "config", "method", "seed", "status", *METRIC_COLUMNS, *extra, "params", "epochs",
-               "duration_s", "overrides", "error"]
+               "duration_s", "effective_config", "same_config_as", "overrides", "error"]
+    same = identical_configs(groups)
     out = io.StringIO()
     writer = csv.DictWriter(out, columns, lineterminator="\n")
     writer.writeheader()
     for j in jobs:
         row = {"job": j.dir.name, "config": j.config, "method": j.method, "seed": j.seed, "status": j.status,
                "params": j.record.get("params"), "epochs": j.record.get("epochs"),
-               "duration_s": j.record.get("duration_s"), "overrides": " ".join(j.overrides),
+               "duration_s": j.record.get("duration_s"), "effective_config": j.effective,
+               "same_config_as": "; ".join(same.get(j.config, [])), "overrides": " ".join(j.overrides),
                "error": (j.record.get("error") or "").replace("\n", " ")}
         row.update({k: j.metrics.get(k) for k in (*METRIC_COLUMNS, *extra)})
         writer.writerow(row)
@@ -240,20 +314,25 @@ def ranked(groups: Sequence[Group]) -> list[Group]:
 
 def markdown_text(sweep_dir: Path, jobs: Sequence[Job], groups: Sequence[Group], common: Sequence[str] = ()) -> str:
     descriptions = _descriptions(jobs)
+    methods = compares_methods(groups)
+    reference = "baseline" if methods else "reference"
+    same = identical_configs(groups)
     lines = [f"# Comparison: {sweep_dir.name}", "",
              *([f"Every job: `{' '.join(common)}`", ""] if common else []),
+             *[f"> **Warning**: {w}." for w in identical_warnings(groups)], *([""] if same else []),
              f"{len(jobs)} jobs, {sum(1 for j in jobs if j.status == 'completed')} completed, "
              f"{len(groups)} configurations. Mean ± sample std over seeds. gap = training accuracy - validation "
              f"accuracy of the tested (best) weights, both in evaluation mode. Δ test acc = this configuration - "
-             f"baseline (same other overrides), with its 95% confidence interval and p-value: a paired t-test over "
-             f"seeds when both ran the same seeds, Welch's t-test otherwise. The test split was not used to choose "
-             f"anything.", "",
-             "| rank | configuration | n | test acc | gap | test loss | Δ test acc vs baseline [95% CI] | p | test |",
+             f"{'baseline (same other overrides)' if methods else 'the reference configuration'}, with its 95% "
+             f"confidence interval and p-value: a paired t-test over seeds when both ran the same seeds, Welch's "
+             f"t-test otherwise. The test split was not used to choose anything.", "",
+             f"| rank | configuration | n | test acc | gap | test loss | Δ test acc vs {reference} [95% CI] | p | "
+             f"test |",
              "|---:|---|---:|---|---|---|---|---:|---|"]
     for rank, g in enumerate(ranked(groups), 1):
-        base = baseline_of(g, groups)
+        base = reference_of(g, groups)
         if base is None or base is g:
-            delta, p, test = ("(baseline)" if base is g else "no baseline"), "", ""
+            delta, p, test = (f"({reference})" if base is g else f"no {reference}"), "", ""
         else:
             d = difference(g.values("test/acc"), base.values("test/acc"))
             delta = f"{d.diff:+.4f} [{_fmt(d.low, 4)}, {_fmt(d.high, 4)}]" if not math.isnan(d.low) else \
@@ -263,9 +342,13 @@ def markdown_text(sweep_dir: Path, jobs: Sequence[Job], groups: Sequence[Group],
         untested = len(g.jobs) - len(g.ok) - failed
         n = f"{len(g.ok)}" + (f" (+{failed} not completed)" if failed else "") + \
             (f" (+{untested} without test metrics)" if untested else "")
-        lines.append(f"| {rank} | {g.config} | {n} | {_pm(g.values('test/acc').values())} | "
+        label = g.config + (f" ⚠ same config as {', '.join(same[g.config])}" if g.config in same else "")
+        lines.append(f"| {rank} | {label} | {n} | {_pm(g.values('test/acc').values())} | "
                      f"{_pm(g.values('gap').values())} | {_pm(g.values('test/loss').values())} | {delta} | {p} | "
                      f"{test} |")
+    if not methods and groups:
+        lines += ["", f"Δ compares with the reference configuration `{groups[0].config}`: the sweep's first job's "
+                      f"(the first value of every swept parameter)."]
     if descriptions:
         lines += ["", "## Methods", ""] + [f"- `{k}`: {v}" for k, v in sorted(descriptions.items())]
     bad = [j for j in jobs if j.status != "completed"]
@@ -369,17 +452,21 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def build_report(sweep_dir: str | os.PathLike, *, figure: bool = True) -> dict[str, Path]:
-    """Write comparison.csv, comparison.md (and comparison.png) into ``sweep_dir``; return their paths."""
+def build_report(sweep_dir: str | os.PathLike, *, figure: bool = True, warn: bool = False) -> dict[str, Path]:
+    """Write comparison.csv, comparison.md (and comparison.png) into ``sweep_dir``; return their paths. ``warn``:
+    also print the warnings about configurations that differ in name only on stderr."""
     sweep_dir = Path(sweep_dir)
     jobs, common = read_sweep(sweep_dir)
     groups = group_jobs(jobs)
     out = {"csv": sweep_dir / "comparison.csv", "md": sweep_dir / "comparison.md"}
-    _write(out["csv"], csv_text(jobs))
+    _write(out["csv"], csv_text(jobs, groups))
     _write(out["md"], markdown_text(sweep_dir, jobs, groups, common))
     if figure and jobs:
         out["png"] = sweep_dir / "comparison.png"
         plot(out["png"], groups)
+    if warn:
+        for line in identical_warnings(groups):
+            print(f"warning: {line.replace('`', '')}", file=sys.stderr)
     return out
 
 
@@ -397,7 +484,7 @@ class SweepReport(Callback):
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         if sweep_dir.exists():
-            out = build_report(sweep_dir)
+            out = build_report(sweep_dir, warn=True)
             print(f"comparison: {out['md']}")
 
 
@@ -425,7 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not sweep_dir.is_dir():
         print(f"error: sweep_dir: {sweep_dir} is not a folder", file=sys.stderr)
         return 2
-    out = build_report(sweep_dir, figure=not args.no_figure)
+    out = build_report(sweep_dir, figure=not args.no_figure, warn=True)
     print((sweep_dir / "comparison.md").read_text())
     print("written: " + ", ".join(str(p) for p in out.values()))
     return 0

@@ -30,9 +30,19 @@ class Diverged(RuntimeError):
         super().__init__(f"training diverged: loss is {value} at epoch {epoch}, step {step}")
 
 
+def one_line(text: str) -> str:
+    """``text`` with its lines joined by spaces (blank lines dropped): how the CLI prints an error."""
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def close_matches(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+    """The candidates that look like a misspelling of ``name``, closest first (difflib, at most ``n``)."""
+    return difflib.get_close_matches(str(name), [str(c) for c in candidates], n=n, cutoff=0.6)
+
+
 def did_you_mean(name: str, candidates: Iterable[str], n: int = 3) -> str:
     """'; did you mean 'x'?' (or '' when nothing is close)."""
-    close = difflib.get_close_matches(str(name), list(candidates), n=n, cutoff=0.6)
+    close = close_matches(name, candidates, n)
     if not close:
         return ""
     return "; did you mean " + " or ".join(f"'{c}'" for c in close) + "?"

@@ -98,8 +98,9 @@ def apply_kernels(grey: torch.Tensor) -> dict[str, torch.Tensor]:
 def upsample_both(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``x`` (1, H, W) upsampled x2 two ways, both (1, 2H, 2W) with uniform weights of gain 1.
 
-    Transposed convolution (stride 2, kernel 3, padding same): each input pixel spreads 9 weights of 4/9 over the
-    output, so output pixels receive 1, 2 or 4 contributions by their position (the checkerboard). Resize-convolution
+    Transposed convolution (stride 2, kernel 3, padding same, TensorFlow's: the full output's surplus last row and
+    column are cropped): each input pixel spreads 9 weights of 4/9 over the output, so output pixels receive 1, 2 or
+    4 contributions by their position (the checkerboard). Resize-convolution
     (nearest x2, then a 3x3 convolution with weights 1/9): every output pixel averages the same number of values.
     """
     import torch

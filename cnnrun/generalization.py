@@ -1,25 +1,59 @@
 """Generalization methods (the chapter's 5.17 table): configs in ``conf/generalization/`` that compose.
 
-Each method config is merged at the root (``# @package _global_``) and records itself under
-``generalization.<name>`` with a one-line ``description``. Most methods simply set config values (``loss``,
-``regularization``, ``optim.weight_decay``, ``data.augment`` ...). Methods that scale a value the run already has
-(``width_factor``, ``train_fraction_factor``, ``batch_size_factor`` ...) cannot be written as plain YAML merges;
-their parameters are applied here, to the composed config before it is resolved, so that interpolations such as
-``${model.width}`` in the layer list see the new value. Light module: OmegaConf only.
+No method is chosen by default: a run trains with the recipe its configs give (digits augments, cross-entropy
+smooths labels, sgd decays weights). As soon as methods are chosen (``generalization=baseline``, ``augment``,
+``[augment,l1]``), the run starts from the NEUTRAL recipe (:data:`NEUTRAL_RECIPE`: every training-recipe knob that
+some method controls, switched off) and the chosen methods are applied on top, in the order given. So ``baseline``
+means "no method" whatever the base config, and a comparison of methods never compares a configuration with itself.
+The model (width, depth, dropout) and the amount of data are not neutralised: they are the model and data as
+configured.
+
+Each method records itself under ``generalization.<name>`` and declares there what it does:
+
+- ``description``: the one line the comparison report prints;
+- ``set``: values merged into the config, written as nested mappings (``set: {optim: {weight_decay: 5.0e-4}}``) so
+  that the command line can change them (``generalization.weight_decay.set.optim.weight_decay=1e-4``);
+- parameters of the appliers below, which scale a value the run already has (``width_factor``,
+  ``train_fraction_factor`` ...) or check that the method applies (``dropout``, ``balance``). They act on the
+  composed config before it is resolved, so that interpolations such as ``${model.width}`` see the new value.
+
+Precedence, lowest first: the config files, the neutral recipe, the methods, the command line. A neutral-recipe key
+set on the command line keeps its value (compare methods on your own recipe: ``optim.weight_decay=1e-4``); a key that
+a chosen method sets cannot also be set on the command line (change the method's value instead). Every chosen method
+must change the effective (resolved) config, or the run stops with an error that says why it has no effect here.
+Light module: OmegaConf only.
 """
 from __future__ import annotations
 
 import copy
+import json
 import math
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from cnnrun.config import command_line, to_plain
 from cnnrun.errors import ConfigError, did_you_mean
 
-Applier = Callable[[DictConfig, Any, str], None]
+# What the run starts from when methods are chosen: each knob some method switches on, switched off. A knob that a
+# config lacks stays absent (absent means off wherever it is read).
+NEUTRAL_RECIPE: dict[str, Any] = {
+    "data.augment": None,
+    "data.balance": "none",
+    "loss.label_smoothing": 0.0,
+    "optim.weight_decay": 0.0,
+    "regularization.l1": 0.0,
+    "regularization.mixup_alpha": 0.0,
+    "regularization.cutmix_alpha": 0.0,
+    "regularization.ema_decay": None,
+    "callbacks.early_stopping.enabled": False,
+}
+# Keys of a job's config that do not change what it trains (left out when two configs are compared).
+RUN_SPECIFIC_KEYS = ("seed", "ckpt_path", "hydra", "generalization", "data.stats")
 
 
+# -- appliers: method parameters that act on the values the run already has ---------------------------------------
 def _number(value, key: str, *, positive: bool = True) -> float:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or \
             (positive and value <= 0):
@@ -36,43 +70,49 @@ def _model_key(cfg: DictConfig, key: str, where: str) -> Any:
     return model[key]
 
 
-def _train_fraction(cfg: DictConfig, factor, where: str) -> None:
+def _train_fraction(cfg: DictConfig, factor, params: dict, where: str) -> None:
     f = _number(factor, where)
     cfg.data.train_fraction = min(1.0, float(cfg.data.get("train_fraction", 1.0)) * f)
 
 
-def _batch_size(cfg: DictConfig, factor, where: str) -> None:
+LR_RULES = ("linear", "sqrt", "none")
+
+
+def _batch_size(cfg: DictConfig, factor, params: dict, where: str) -> None:
+    """Batch size x factor, and the learning rate with it by the method's ``lr_scaling`` rule (linear by default)."""
     f = _number(factor, where)
     cfg.data.batch_size = max(1, int(round(cfg.data.batch_size * f)))
+    rule = params.get("lr_scaling", "linear")
+    if rule != "none":
+        cfg.optim.lr = float(cfg.optim.lr) * (f if rule == "linear" else math.sqrt(f))
 
 
-def _lr_scaling(cfg: DictConfig, rule, where: str) -> None:
-    """The learning-rate rule that goes with a batch-size factor (applied with it)."""
-    rules = ("linear", "sqrt", "none")
-    if rule not in rules:
-        raise ConfigError(where, f"must be one of {', '.join(rules)}, got {rule!r}")
+def _lr_scaling(cfg: DictConfig, rule, params: dict, where: str) -> None:
+    """The learning-rate rule that goes with a batch-size factor (applied with it, by ``_batch_size``)."""
+    if rule not in LR_RULES:
+        raise ConfigError(where, f"must be one of {', '.join(LR_RULES)}, got {rule!r}")
 
 
-def _width(cfg: DictConfig, factor, where: str) -> None:
+def _width(cfg: DictConfig, factor, params: dict, where: str) -> None:
     f = _number(factor, where)
     cfg.model.width = float(_number(_model_key(cfg, "width", where), "model.width")) * f
 
 
-def _depth(cfg: DictConfig, factor, where: str) -> None:
+def _depth(cfg: DictConfig, factor, params: dict, where: str) -> None:
     f = _number(factor, where)
     depth = _model_key(cfg, "depth", where)
     scaled = _number(depth, "model.depth") * f
     cfg.model.depth = max(1, int(round(scaled))) if isinstance(depth, int) else scaled
 
 
-def _dropout(cfg: DictConfig, p, where: str) -> None:
+def _dropout(cfg: DictConfig, p, params: dict, where: str) -> None:
     if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0 <= p < 1:
         raise ConfigError(where, f"must be a probability in [0, 1), got {p!r}")
     _model_key(cfg, "dropout", where)
     cfg.model.dropout = float(p)
 
 
-def _balance(cfg: DictConfig, how, where: str) -> None:
+def _balance(cfg: DictConfig, how, params: dict, where: str) -> None:
     ways = ("sampler", "loss_weights")
     if how not in ways:
         raise ConfigError(where, f"must be one of {', '.join(ways)}, got {how!r}")
@@ -85,49 +125,200 @@ def _balance(cfg: DictConfig, how, where: str) -> None:
         cfg.data.balance = how
 
 
+@dataclass(frozen=True)
+class Applier:
+    apply: Callable[[DictConfig, Any, dict, str], None]  # (config, value, the method's parameters, its key)
+    changes: tuple[str, ...]  # the keys it changes, named when it has no effect
+    assigns: bool = False  # sets its keys whatever their value (so the command line cannot set them too)
+
+
 APPLIERS: dict[str, Applier] = {
-    "train_fraction_factor": _train_fraction,
-    "batch_size_factor": _batch_size,
-    "lr_scaling": _lr_scaling,
-    "width_factor": _width,
-    "depth_factor": _depth,
-    "dropout": _dropout,
-    "balance": _balance,
+    "train_fraction_factor": Applier(_train_fraction, ("data.train_fraction",)),
+    "batch_size_factor": Applier(_batch_size, ("data.batch_size", "optim.lr")),
+    "lr_scaling": Applier(_lr_scaling, ()),
+    "width_factor": Applier(_width, ("model.width",)),
+    "depth_factor": Applier(_depth, ("model.depth",)),
+    "dropout": Applier(_dropout, ("model.dropout",), assigns=True),
+    "balance": Applier(_balance, ("data.balance",), assigns=True),
 }
+PARAMETERS = ("description", "set", *APPLIERS)
 
 
+# -- the chosen methods -------------------------------------------------------------------------------------------
 def methods(cfg: DictConfig | dict) -> dict[str, Any]:
+    """The chosen methods in the order they apply: name -> its node (unresolved), ``{}`` when none is chosen."""
     node = cfg.get("generalization") if cfg is not None else None
     if node is None:
         return {}
     return OmegaConf.to_container(node, resolve=False) if isinstance(node, DictConfig) else dict(node)
 
 
-def method_name(cfg: DictConfig | dict) -> str:
-    """'baseline', or the composed methods joined by '+', sorted (``augment+weight_decay``)."""
-    names = sorted(k for k in methods(cfg) if k != "baseline")
-    return "+".join(names) or "baseline"
+def method_name(cfg: DictConfig | dict) -> str | None:
+    """The composed methods joined by '+', sorted (``augment+weight_decay``); ``baseline`` when only it is chosen;
+    None when no method is chosen (the run trains with its configs' own recipe)."""
+    chosen = methods(cfg)
+    if not chosen:
+        return None
+    return "+".join(sorted(k for k in chosen if k != "baseline")) or "baseline"
 
 
-def apply_generalization(cfg: DictConfig) -> DictConfig:
-    """A copy of ``cfg`` with the methods' scaling parameters applied (validated, with the key named)."""
+def apply_generalization(cfg: DictConfig, overrides: Sequence[str] | None = None) -> DictConfig:
+    """The config the chosen methods make of ``cfg``: a copy, from the neutral recipe with the methods on top.
+
+    ``overrides`` are the command line's (``key=value``; by default :func:`cnnrun.config.command_line`'s): their
+    keys keep their values against the neutral recipe, and may not be keys a chosen method sets. Raises
+    :class:`ConfigError` naming the key for a malformed method, a conflict, or a method without effect here.
+    """
     chosen = methods(cfg)
     if not chosen:
         return cfg
-    cfg = copy.deepcopy(cfg)
+    _check_parameters(chosen)
+    _check_conflicts(chosen)
+    user_keys = _command_line_keys(command_line(cfg) if overrides is None else overrides)
+    _check_command_line(chosen, user_keys)
+    effective = _with_methods(cfg, chosen, list(chosen), user_keys)
+    _check_effects(cfg, chosen, effective, user_keys)
+    return effective
+
+
+def _check_parameters(chosen: dict[str, Any]) -> None:
     for name, params in chosen.items():
         if not isinstance(params, dict):
             raise ConfigError(f"generalization.{name}", f"must be a mapping with a description, got {params!r}")
         for key in params:
-            if key != "description" and key not in APPLIERS:
+            if key not in PARAMETERS:
                 raise ConfigError(f"generalization.{name}.{key}",
-                                  f"unknown parameter{did_you_mean(key, APPLIERS)} (known: description, "
-                                  f"{', '.join(APPLIERS)})")
+                                  f"unknown parameter{did_you_mean(key, PARAMETERS)} (known: {', '.join(PARAMETERS)})")
+        if not isinstance(params.get("set", {}), dict):
+            raise ConfigError(f"generalization.{name}.set", f"must be a mapping of the values the method sets, "
+                                                            f"got {params['set']!r}")
+
+
+def _set_keys(params: dict) -> list[str]:
+    """The dotted keys a method assigns: the leaves of its ``set`` and the keys of its assigning appliers."""
+    def leaves(prefix: str, node: Any) -> list[str]:
+        if isinstance(node, dict) and node:
+            return [key for k, v in node.items() for key in leaves(f"{prefix}{k}.", v)]
+        return [prefix[:-1]]
+
+    keys = leaves("", params["set"]) if params.get("set") else []
+    return keys + [key for p in params if p in APPLIERS and APPLIERS[p].assigns for key in APPLIERS[p].changes]
+
+
+def _within(key: str, other: str) -> bool:
+    """``key`` is ``other`` or lies below it (``data.augment.crop`` within ``data.augment``)."""
+    return key == other or key.startswith(other + ".")
+
+
+def _check_conflicts(chosen: dict[str, Any]) -> None:
+    """Two methods that set the same key would leave only the last one's value: one of them would do nothing."""
+    owner: dict[str, str] = {}
+    for name, params in chosen.items():
+        for key in _set_keys(params):
+            first = next((o for k, o in owner.items() if _within(key, k) or _within(k, key)), None)
+            if first is not None:
+                raise ConfigError(f"generalization.{name}", f"sets {key}, which generalization.{first} sets too: "
+                                                            f"choose one of them")
+            owner[key] = name
+
+
+def _command_line_keys(overrides: Sequence[str]) -> dict[str, str]:
+    """key -> value text of the command line's value overrides (group choices such as ``optim=adamw`` are not keys
+    of values, deletions set nothing)."""
+    out: dict[str, str] = {}
+    for override in overrides:
+        key, eq, value = override.partition("=")
+        key = key.lstrip("+")
+        if eq and "." in key and not key.startswith("~") and "@" not in key and "/" not in key:
+            out[key] = value
+    return out
+
+
+def _check_command_line(chosen: dict[str, Any], user_keys: dict[str, str]) -> None:
+    for name, params in chosen.items():
+        for key in _set_keys(params):
+            for user_key, value in user_keys.items():
+                if _within(user_key, key):
+                    where = next((f"generalization.{name}.{p}" for p in params
+                                  if p in APPLIERS and key in APPLIERS[p].changes), None)
+                    hint = f"{where}={value}" if where else f"generalization.{name}.set.{user_key}={value}"
+                    raise ConfigError(user_key, f"is set by generalization.{name}, which would override it: to "
+                                                f"change the method's value, write {hint} instead")
+
+
+def _with_methods(cfg: DictConfig, chosen: dict[str, Any], names: Sequence[str],
+                  user_keys: dict[str, str]) -> DictConfig:
+    """A copy of ``cfg`` from the neutral recipe (except the command line's keys) with methods ``names`` applied;
+    the ``generalization`` node keeps every chosen method (it describes the job, not what differs)."""
+    out = copy.deepcopy(cfg)
+    for key, value in NEUTRAL_RECIPE.items():
+        if _has_key(out, key) and not any(_within(u, key) for u in user_keys):
+            OmegaConf.update(out, key, value, merge=False)
+    for name in names:
+        params = chosen[name]
+        if params.get("set"):
+            with open_dict(out):  # a method may add a key (focal's loss.gamma)
+                out.merge_with(params["set"])
         for key, value in params.items():
             if key in APPLIERS:
-                APPLIERS[key](cfg, value, f"generalization.{name}.{key}")
-        factor = params.get("batch_size_factor")
-        rule = params.get("lr_scaling", "linear" if factor is not None else None)
-        if factor is not None and rule != "none":
-            cfg.optim.lr = float(cfg.optim.lr) * (factor if rule == "linear" else math.sqrt(factor))
-    return cfg
+                APPLIERS[key].apply(out, value, params, f"generalization.{name}.{key}")
+    return out
+
+
+def _has_key(cfg: DictConfig, key: str) -> bool:
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent, default=None) if parent else cfg
+    return isinstance(node, DictConfig) and leaf in node
+
+
+def effective_config(plain: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config without the keys that do not change what a job trains (:data:`RUN_SPECIFIC_KEYS`): what
+    two jobs must differ in to be different configurations."""
+    out = copy.deepcopy(plain)
+    for key in RUN_SPECIFIC_KEYS:
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return out
+
+
+def _check_effects(cfg: DictConfig, chosen: dict[str, Any], effective: DictConfig,
+                   user_keys: dict[str, str]) -> None:
+    """Every chosen method changes the resolved config against the same methods without it; together they change
+    it against baseline's."""
+    names = [n for n in chosen if n != "baseline"]
+    if not names:
+        return
+    resolved = effective_config(to_plain(effective))
+    for name in names:
+        rest = [n for n in chosen if n != name]
+        plain = effective_config(to_plain(_with_methods(cfg, chosen, rest, user_keys)))
+        if plain == resolved:
+            raise ConfigError(f"generalization.{name}", f"no effect here: {_why_no_effect(chosen[name], plain)}")
+    if len(names) > 1 and effective_config(to_plain(_with_methods(cfg, chosen, [], user_keys))) == resolved:
+        raise ConfigError("generalization", f"no effect here: together, {' and '.join(names)} leave the config "
+                                            f"as baseline's")
+
+
+def _why_no_effect(params: dict, plain: dict[str, Any]) -> str:
+    keys = _set_keys(params) + [k for p in params if p in APPLIERS and not APPLIERS[p].assigns
+                                for k in APPLIERS[p].changes]
+    if not keys:
+        return (f"it declares nothing to change (a 'set' mapping, or one of the parameters "
+                f"{', '.join(APPLIERS)})")
+    return ", ".join(f"{key} is already {_show(_lookup(plain, key))}" for key in dict.fromkeys(keys))
+
+
+def _lookup(plain: dict[str, Any], key: str) -> Any:
+    node: Any = plain
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _show(value: Any) -> str:
+    """A value as the command line writes it: focal, null, true, 0.5, {"crop": {"padding": 3}}."""
+    return value if isinstance(value, str) else json.dumps(value)

@@ -42,9 +42,10 @@ def check_config(plain: dict[str, Any]):
     check_regularization_config(plain.get("regularization") or {})
     check_schedule(plain["sched"])
     from cnnrun.train.dashboards import dashboard_plan
-    from cnnrun.train.trainer import check_trainer_config
+    from cnnrun.train.trainer import check_callbacks_config, check_trainer_config
 
     check_trainer_config(plain["trainer"])
+    check_callbacks_config(plain.get("callbacks") or {})
     dashboard_plan(plain.get("logger"))
     return model
 
@@ -101,8 +102,9 @@ def run(cfg: DictConfig | dict, output_dir: str | os.PathLike | None = None) -> 
             return _summary_only(plain, model, run_dir, record)
         import pytorch_lightning as pl
 
-        pl.seed_everything(plain.get("seed") if isinstance(plain.get("seed"), int) else 0, workers=True,
-                           verbose=False)
+        from cnnrun.train.module import run_seed
+
+        pl.seed_everything(run_seed(plain), workers=True, verbose=False)
         model = check_config(plain)
         record["params"] = sum(p.numel() for p in model.parameters())
         from cnnrun.train.trainer import apply_job_resources

@@ -41,10 +41,13 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 
 def flat_hparams(plain: dict[str, Any]) -> dict[str, Any]:
-    """Flat hyperparameters for TensorBoard's HPARAMS tab (the layer list and data statistics left out)."""
+    """Flat hyperparameters for TensorBoard's HPARAMS tab (the layer list and data statistics left out). ``method``
+    names the generalization methods (``augment+weight_decay``, ``baseline``); like every null value, it is left
+    out when no method is chosen."""
     from cnnrun.generalization import method_name
 
-    out: dict[str, Any] = {"method": method_name(plain), "seed": plain["seed"]}
+    method = method_name(plain)
+    out: dict[str, Any] = {**({"method": method} if method else {}), "seed": plain["seed"]}
 
     def walk(prefix: str, node: Any) -> None:
         if isinstance(node, dict):

@@ -1,8 +1,10 @@
 """Any folder of class subfolders (``root/<class>/<image>``), torchvision's ImageFolder layout.
 
-Images are decoded (PIL, which reads every format ImageFolder lists), converted to ``channels``
-(1: grey, 3: RGB) and resized to ``image_size`` (``resize: crop`` scales the shorter side and takes the centre;
-``stretch`` ignores the aspect ratio). Then, by ``cache``:
+Unless the config sets them, the number of classes is the number of class subfolders (:func:`folder_num_classes`)
+and the channels are 1 for a folder of grey images, else 3 (:func:`folder_num_channels`), read when the config is
+resolved, before the model is built. Images are decoded (PIL, which reads every format ImageFolder lists),
+converted to ``channels`` (1: grey, 3: RGB) and resized to ``image_size`` (``resize: crop`` scales the shorter side
+and takes the centre; ``stretch`` ignores the aspect ratio). Then, by ``cache``:
 
 - ``memory``: all images are decoded once into one uint8 tensor, saved as ``<root>/.cnnrun-cache/<key>.pt`` (the key
   covers the file list, sizes, times and the decode settings) when the folder is writable, and read from there
@@ -20,6 +22,7 @@ import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -157,23 +160,50 @@ def list_images(root: Path, classes: list[str], key: str) -> tuple[list[str], li
     return [p for p, _ in samples], [c for _, c in samples]
 
 
-def check_headers(paths: Sequence[str], key: str, workers: int = 8) -> None:
-    """Open every file's header with PIL (fast: no decoding): a file that is not an image is a ConfigError before
-    training starts. Used on the streamed path, where images are decoded only during training."""
+def image_mode(path: str, key: str) -> str:
+    """The PIL mode of an image file (``L``, ``RGB``, ...), from its header (fast: no decoding); a file that is not
+    an image is a ConfigError naming it."""
     from PIL import Image
 
-    def bad(path: str) -> str | None:
-        try:
-            with Image.open(path) as im:
-                im.size  # noqa: B018  (reads the header)
-            return None
-        except Exception as err:  # PIL raises many types
-            return f"cannot read image {path}: {type(err).__name__}: {err}"
+    try:
+        with Image.open(path) as im:
+            return im.mode
+    except Exception as err:  # PIL raises many types
+        raise ConfigError(key, f"cannot read image {path}: {type(err).__name__}: {err}") from None
 
+
+def check_headers(paths: Sequence[str], key: str, workers: int = 8) -> None:
+    """Open every file's header: a file that is not an image is a ConfigError before training starts. Used on the
+    streamed path, where images are decoded only during training."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for message in pool.map(bad, paths):
-            if message:
-                raise ConfigError(key, message)
+        for _ in pool.map(partial(image_mode, key=key), paths):
+            pass
+
+
+def folder_root(value: Any) -> Path:
+    """A root as written in the config (``~`` allowed), as an absolute path."""
+    return Path(os.path.expanduser(str(value))).resolve()
+
+
+def folder_num_classes(root: Any) -> int:
+    """The number of classes of the folder: its class subfolders, as torchvision's ImageFolder finds them (hidden
+    folders aside, such as the image cache)."""
+    return len(find_classes(folder_root(root), "data.root"))
+
+
+def folder_num_channels(root: Any, chunk: int = 256) -> int:
+    """1 when every image of the folder is grey (PIL's base mode ``L``: modes 1, L, LA, I, F), else 3. Headers are
+    read in file order, a chunk at a time, until the first colour image."""
+    from PIL import Image
+
+    root = folder_root(root)
+    paths, _ = list_images(root, find_classes(root, "data.root"), "data.root")
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for start in range(0, len(paths), chunk):
+            modes = pool.map(partial(image_mode, key="data.root"), paths[start:start + chunk])
+            if any(Image.getmodebase(mode) != "L" for mode in modes):
+                return 3
+    return 1
 
 
 # -- the source ----------------------------------------------------------------------------------------------------
@@ -219,7 +249,7 @@ def load(cfg: dict[str, Any]) -> dict[str, Any]:
     for part, key in (("x", "root"), ("val_x", "val_root"), ("test_x", "test_root")):
         if part != "x" and not cfg.get(key):
             continue
-        root = Path(os.path.expanduser(str(cfg[key]))).resolve()
+        root = folder_root(cfg[key])
         found = find_classes(root, f"data.{key}")
         if classes is None:
             classes = found

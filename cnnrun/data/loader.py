@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 
 def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
-    """One integer per (run seed, epoch, purpose): stream 0 orders samples, stream 1 draws augmentations."""
+    """One integer per (run seed, epoch, purpose): stream 0 orders samples, stream 1 draws augmentations, stream 2
+    seeds torch's global generator at each training epoch (dropout, mixup: ``cnnrun/train/module.py``)."""
     return (seed * 1_000_003 + epoch) * 4 + stream
 
 

@@ -84,10 +84,13 @@ def groupnorm(in_shape, *, num_groups=32, eps=1e-5, affine=True):
     return nn.GroupNorm(groups, in_shape[0], eps=eps, affine=A.boolean("affine", affine)), in_shape
 
 
-@register("lrn", doc="local response normalisation across channels (AlexNet)", section="5.16")
+@register("lrn", doc="local response normalisation across channels, AlexNet's formula and defaults: "
+                      "b_c = a_c / (k + alpha * sum of a_j^2 over the size channels around c)^beta", section="5.16")
 def lrn(in_shape, *, size=5, alpha=1e-4, beta=0.75, k=2.0):
     A.spatial_rank("lrn", in_shape)
-    return nn.LocalResponseNorm(A.positive_int("size", size), alpha=A.positive_float("alpha", alpha),
+    size = A.positive_int("size", size)
+    # torch (like Caffe) divides alpha by size; the paper (section 3.3), whose constants are the defaults, does not
+    return nn.LocalResponseNorm(size, alpha=A.positive_float("alpha", alpha) * size,
                                 beta=A.positive_float("beta", beta), k=A.positive_float("k", k)), in_shape
 
 

@@ -6,7 +6,8 @@ from typing import Any
 from torch import nn
 
 from cnnrun.layers import args as A
-from cnnrun.layers.padding import output_shape, resolve_padding, symmetric, with_prepad
+from cnnrun.layers.padding import (output_shape, resolve_padding, symmetric, transposed_same, with_end_trim,
+                                   with_prepad)
 from cnnrun.layers.registry import register
 
 CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
@@ -106,28 +107,41 @@ def separable_conv(in_shape, *, out_channels, kernel_size=3, depth_multiplier=1,
 CONV_T = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 
 
-@register("transposed_conv", doc="transposed convolution: out = (in-1)s - 2p + d(k-1) + output_padding + 1; "
-                                 "padding: same gives in*s", section="5.15")
+@register("transposed_conv", doc="transposed convolution: out = (in-1)s - 2p + d(k-1) + output_padding + 1, "
+                                 "PyTorch's formula (also for padding: valid with k < s, where Keras gives in*s); "
+                                 "padding: same gives in*s with TensorFlow's values: the d(k-1)+1-s surplus cells "
+                                 "are cropped half at each end, the odd one at the end", section="5.15")
 def transposed_conv(in_shape, *, out_channels, kernel_size=3, stride=1, padding=0, output_padding=0, dilation=1,
                     groups=1, bias=True):
+    """``padding: same`` is TensorFlow's conv_transpose SAME for every kernel, stride and dilation: the full output
+    (in-1)s + d(k-1) + 1 loses floor(e/2) cells at the start and ceil(e/2) at the end, e = max(d(k-1)+1-s, 0), and a
+    kernel shorter than the stride is followed by zeros up to in*s (see :func:`transposed_same`). Other paddings
+    follow PyTorch's formula, so ``padding: valid`` with k < s gives (in-1)s + k where Keras' Conv2DTranspose gives
+    in*s."""
     rank, out_channels, kernel, strides, dilations, groups = conv_args("transposed_conv", in_shape, out_channels,
                                                                        kernel_size, stride, dilation, groups, bias)
-    if padding == "same":  # output = input * stride, as TensorFlow's conv2d_transpose
-        excess = [d * (k - 1) + 1 - s for k, s, d in zip(kernel, strides, dilations)]
-        pads = [max(-(-e // 2), 0) for e in excess]
-        extra = [2 * p - e for p, e in zip(pads, excess)]
+    extra = A.int_tuple("output_padding", output_padding, rank, minimum=0)
+    if padding == "same":  # output = input * stride, as TensorFlow's conv_transpose
+        if any(extra):
+            raise A.ConfigError("output_padding", f"must be 0 with padding: same (the output is input x stride), "
+                                                  f"got {output_padding!r}")
+        pads, extra, trim = zip(*(transposed_same(n, k, s, d)
+                                  for n, k, s, d in zip(in_shape[1:], kernel, strides, dilations)))
     else:
-        pads = [0] * rank if padding == "valid" else list(A.int_tuple("padding", padding, rank, minimum=0))
-        extra = list(A.int_tuple("output_padding", output_padding, rank, minimum=0))
-    if any(op >= max(s, d) for op, s, d in zip(extra, strides, dilations)):
-        raise A.ConfigError("output_padding", f"must be smaller than the stride or the dilation, got {extra}")
-    sizes = [(n - 1) * s - 2 * p + d * (k - 1) + op + 1
-             for n, k, s, p, d, op in zip(in_shape[1:], kernel, strides, pads, dilations, extra)]
+        pads = tuple(before for before, _ in resolve_padding(padding, in_shape[1:], kernel, strides, dilations))
+        trim = (0,) * rank
+        if any(op >= max(s, d) for op, s, d in zip(extra, strides, dilations)):
+            raise A.ConfigError("output_padding", f"must be smaller than the stride or the dilation, got "
+                                                  f"{list(extra)}")
+    sizes = [(n - 1) * s - 2 * p + d * (k - 1) + op + 1 - t
+             for n, k, s, p, d, op, t in zip(in_shape[1:], kernel, strides, pads, dilations, extra, trim)]
     if any(o <= 0 for o in sizes):
         raise A.ConfigError(None, f"transposed_conv output would be {sizes} for input {A.fmt_shape(in_shape)}; "
                                   f"reduce padding")
     module = CONV_T[rank](in_shape[0], out_channels, kernel, stride=strides, padding=pads, output_padding=extra,
                           groups=groups, bias=bias, dilation=dilations)
+    if any(trim):
+        with_end_trim(module, trim)
     return module, (out_channels, *sizes)
 
 

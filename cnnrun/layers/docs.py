@@ -22,7 +22,8 @@ def _signature(layer) -> str:
 def layer_table() -> str:
     rows = ["| layer | chapter | what it does | arguments (defaults) |", "|---|---|---|---|"]
     for name, layer in sorted(layer_types().items()):
-        rows.append(f"| `{name}` | {layer.section or ''} | {layer.doc} | {_signature(layer).replace('|', '/')} |")
+        doc = layer.doc.replace("|", "\\|")  # a bare | would end the table cell ("same|valid", inception's branches)
+        rows.append(f"| `{name}` | {layer.section or ''} | {doc} | {_signature(layer).replace('|', '/')} |")
     return "\n".join(rows)
 
 

@@ -126,10 +126,12 @@ def sumpool(in_shape, *, kernel_size=2, stride=None, padding=0):
 
 
 class SpatialPyramidPool(nn.Module):
-    """SPPNet: adaptive max/avg pooling to n x n bins per level, flattened and concatenated.
+    """SPPNet: adaptive max/avg pooling to n x n bins per level, flattened (channel, then bin row by row) and
+    concatenated level after level.
 
-    Adaptive pooling gives exactly n bins on every input size (the paper's ceil/floor window rule does not on
-    some small maps), so one model accepts several input sizes.
+    Bin i of n over a cells covers cells floor(i a / n) to ceil((i + 1) a / n) - 1 (PyTorch's adaptive pooling): the
+    paper's window ceil(a / n) with stride floor(a / n) when n divides a, and exactly n bins on every input size
+    where the paper's rule gives fewer on some small maps, so one model accepts several input sizes.
     """
 
     def __init__(self, levels, mode: str):
@@ -147,7 +149,8 @@ class SpatialPyramidPool(nn.Module):
         return f"levels={list(self.levels)}, mode={self.mode}"
 
 
-@register("spp", doc="spatial pyramid pooling: C * sum(n^rank) outputs for any input size (SPPNet)",
+@register("spp", doc="spatial pyramid pooling: C * sum(n^rank) outputs for any input size (SPPNet); max or avg "
+                     "over n bins per dimension, bin i of n over a cells = cells floor(ia/n) .. ceil((i+1)a/n) - 1",
           section="5.7")
 def spp(in_shape, *, levels=(1, 2, 4), mode="max"):
     rank = A.spatial_rank("spp", in_shape)

@@ -84,8 +84,10 @@ def fit_and_test(plain: dict[str, Any], model: torch.nn.Module, run_dir: Path, r
         ckpt_cb = trainer.checkpoint_callback
         best = ckpt_cb.best_model_path if ckpt_cb is not None else ""
         record["best_checkpoint"] = best or None
-        record["best_val_acc"] = float(ckpt_cb.best_model_score) if best and ckpt_cb.best_model_score is not None \
-            else None
+        # which epoch the test evaluates, and why (the monitor, its tie-break and the epochs that tied)
+        selected = ckpt_cb.selection() if best else None
+        record["selected"] = selected
+        record["best_val_acc"] = (selected or {}).get("val_metrics", {}).get("val/acc")
         test_ckpt = best or None
     else:
         test_ckpt = plain["ckpt_path"]

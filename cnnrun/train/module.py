@@ -13,11 +13,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnrun.data.loader import epoch_seed
 from cnnrun.errors import Diverged
 from cnnrun.model import build_model
 from cnnrun.train.objectives import l1_penalty, make_objective, mix_batch
 from cnnrun.train.optim import make_optimizer, make_schedule
 from cnnrun.train.stepping import Stepper, stepping_batches
+
+
+# epoch_seed's stream for the global generator (0 orders samples, 1 draws augmentations)
+GLOBAL_RNG_STREAM = 2
+
+
+def run_seed(config: dict[str, Any]) -> int:
+    """The run's seed: ``seed`` when it is an integer, else 0."""
+    seed = config.get("seed")
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
 
 
 class Classifier(pl.LightningModule):
@@ -132,6 +143,12 @@ class Classifier(pl.LightningModule):
     @property
     def _accumulate_grad_batches(self) -> int:
         return int((self.config.get("trainer") or {}).get("accumulate_grad_batches") or 1)
+
+    def on_train_epoch_start(self):
+        """Dropout and mixup draw from torch's global generator: seeded here from (seed, epoch), a run resumed from
+        last.ckpt draws what the uninterrupted run drew, with no generator state in the checkpoint (sample order and
+        augmentation have their own streams, seeded alike in cnnrun/data/loader.py)."""
+        torch.manual_seed(epoch_seed(run_seed(self.config), self.current_epoch, stream=GLOBAL_RNG_STREAM))
 
     def on_train_start(self):
         trainer_cfg = self.config.get("trainer") or {}

@@ -89,9 +89,15 @@ def make_objective(cfg: dict[str, Any]) -> Callable[..., torch.Tensor]:
 
 
 def l1_penalty(module: torch.nn.Module) -> torch.Tensor:
-    """sum |W| over the weights of convolution and linear layers (not biases or normalisation parameters)."""
+    """sum |W| over the trained weights of convolution (local ones included) and linear layers.
+
+    Those are the layers whose ``weight`` has more than one dimension; biases and normalisation scales (1-D) are
+    left out, and so are frozen kernels (``fixed_conv``): they are not learned, so their sum would only add a
+    constant to the loss.
+    """
     terms = [m.weight.abs().sum() for m in module.modules()
-             if isinstance(getattr(m, "weight", None), torch.nn.Parameter) and m.weight.dim() > 1]
+             if isinstance(getattr(m, "weight", None), torch.nn.Parameter) and m.weight.dim() > 1
+             and m.weight.requires_grad]
     return torch.stack(terms).sum() if terms else torch.zeros(())
 
 

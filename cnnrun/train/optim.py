@@ -12,7 +12,8 @@ from cnnrun.errors import ConfigError, did_you_mean
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
               "rmsprop": torch.optim.RMSprop}
 SCHEDULES = {"none": {}, "cosine": {"warmup_epochs": 0, "min_lr_ratio": 0.0},
-             "step": {"step_size": 10, "gamma": 0.1}, "onecycle": {"max_lr_ratio": 10.0, "pct_start": 0.3}}
+             "step": {"step_size": 10, "gamma": 0.1}, "onecycle": {"max_lr_ratio": 10.0, "pct_start": 0.3, "cycle_momentum": True}}
+FLAGS = ("cycle_momentum",)  # schedule settings that are true or false, not numbers
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: dict[str, Any]) -> torch.optim.Optimizer:
@@ -50,7 +51,10 @@ def check_schedule(cfg: dict[str, Any]) -> None:
         if key not in SCHEDULES[name]:
             raise ConfigError(f"sched.{key}", f"is not a setting of the '{name}' schedule"
                                               f"{did_you_mean(key, SCHEDULES[name])}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        if key in FLAGS:
+            if not isinstance(value, bool):
+                raise ConfigError(f"sched.{key}", f"must be true or false, got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise ConfigError(f"sched.{key}", f"must be a non-negative number, got {value!r}")
     if name == "step" and cfg.get("step_size", 1) < 1:
         raise ConfigError("sched.step_size", "must be >= 1")
@@ -70,7 +74,8 @@ def make_schedule(optimizer: torch.optim.Optimizer, cfg: dict[str, Any], total_s
     if name == "onecycle":
         base = [g["lr"] for g in optimizer.param_groups]
         sched = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[b * s["max_lr_ratio"] for b in base],
-                                                    total_steps=total_steps, pct_start=s["pct_start"])
+                                                    total_steps=total_steps, pct_start=s["pct_start"],
+                                                    cycle_momentum=s["cycle_momentum"])
         return {"scheduler": sched, "interval": "step"}
     warmup = int(round(s["warmup_epochs"] * total_steps / max(max_epochs, 1)))
     floor = s["min_lr_ratio"]

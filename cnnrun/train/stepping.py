@@ -13,7 +13,9 @@ dispatch added 10-15% to it (``benchmarks/overhead.py``). The :class:`Stepper` t
 
 Both paths do what Lightning's automatic optimisation does with the same Trainer settings: the loss is divided by
 ``trainer.accumulate_grad_batches`` and the optimizer steps once per that many batches (and on the epoch's last
-batch); gradients are zeroed before the first backward of each such window; ``trainer.gradient_clip_val`` (with
+batch); gradients are zeroed before the first backward of each such window; under DDP (any parallel strategy)
+the backward passes inside a window skip the gradient all-reduce (``strategy.block_backward_sync``, DDP's
+``no_sync``) and the window's last one reduces the summed gradients once; ``trainer.gradient_clip_val`` (with
 ``gradient_clip_algorithm``) clips after ``on_before_optimizer_step`` (after the gradient scaler's unscale); the
 learning-rate schedule steps after each optimizer step (``interval: step``, after ``on_train_batch_end``) or after
 each epoch; ``trainer.global_step`` counts optimizer steps.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from functools import partial
 from typing import Any, Callable
 
@@ -87,6 +90,7 @@ class Stepper:
         self.clip_val, self.clip_algorithm = clip_val or None, clip_algorithm or "norm"
         self.accumulate = accumulate
         self.lean = lean_possible(trainer, module) if lean is None else lean
+        self.parallel = isinstance(trainer.strategy, pl.strategies.ParallelStrategy)  # DDP and its kin
         self.listeners = {name: self._listeners(name) for name in HOOKS}
         self.stepped = False
         self.started_at: float | None = None  # time.time() at the first training step (its backward)
@@ -115,13 +119,15 @@ class Stepper:
             self.raw.zero_grad(set_to_none=True)
         if n > 1:
             loss = loss / n
+        closes = self.closes_window(batch_idx)
         if self.lean:
             self._dispatch("on_before_backward", loss)
             loss.backward()
             self._dispatch("on_after_backward")
         else:
-            self.module.manual_backward(loss)
-        if (batch_idx + 1) % n and batch_idx + 1 != self.trainer.num_training_batches:
+            with self._sync_only_if(closes):
+                self.module.manual_backward(loss)
+        if not closes:
             return
         if self.lean:
             self.optimizer._on_before_step()  # the manual loop's step counter (trainer.global_step)
@@ -131,6 +137,16 @@ class Stepper:
         else:
             self.optimizer.step()  # the precision plugin unscales, then calls on_before_optimizer_step
         self.stepped = True
+
+    def closes_window(self, batch_idx: int) -> bool:
+        """Whether this batch's backward ends an accumulation window (the optimizer steps after it)."""
+        return (batch_idx + 1) % self.accumulate == 0 or batch_idx + 1 == self.trainer.num_training_batches
+
+    def _sync_only_if(self, closes: bool):
+        """A parallel strategy reduces gradients on every backward; inside a window that would be wasted
+        communication, as the window's last backward reduces the summed gradients anyway (Lightning's automatic loop
+        blocks it the same way)."""
+        return nullcontext() if closes or not self.parallel else self.trainer.strategy.block_backward_sync()
 
     def clip(self) -> None:
         """trainer.gradient_clip_val: called from the module's on_before_optimizer_step, as Lightning clips."""

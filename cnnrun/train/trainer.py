@@ -1,8 +1,10 @@
 """The Trainer factory: pl.Trainer from the ``trainer``, ``callbacks`` and ``logger`` config groups."""
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
+import math
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -12,6 +14,9 @@ from cnnrun.errors import ConfigError, did_you_mean
 # Keys of the trainer group that cnnrun resolves itself (not passed to pytorch_lightning.Trainer).
 OWN_KEYS = ("threads", "channels_last", "compile")
 COMPILE_KEYS = ("fullgraph", "dynamic", "backend", "mode", "options", "disable")
+# What the best checkpoint and early stopping may monitor: validation metrics, measured on data the model does not
+# train on (train/* would select the most overfitted epoch).
+MONITORS = ("val/acc", "val/loss")
 
 
 def check_trainer_config(trainer_cfg: dict[str, Any]) -> None:
@@ -50,6 +55,166 @@ def check_trainer_config(trainer_cfg: dict[str, Any]) -> None:
         if key in trainer_cfg:
             raise ConfigError(f"trainer.{key}", "is set by cnnrun from the callbacks/ and logger/ groups and the "
                                                 "run folder; configure it there")
+
+
+def check_callbacks_config(cb_cfg: dict[str, Any]) -> None:
+    """The best checkpoint's monitor and tie-break and early stopping's monitor are validation metrics, their modes
+    min or max; patience and min_delta are not negative."""
+    ckpt = cb_cfg.get("checkpoint") or {}
+    _check_monitor("callbacks.checkpoint", ckpt.get("monitor", "val/acc"), ckpt.get("mode", "max"))
+    if ckpt.get("tie_break") is not None:
+        _check_monitor("callbacks.checkpoint", ckpt["tie_break"], ckpt.get("tie_break_mode", "min"),
+                       keys=("tie_break", "tie_break_mode"))
+    early = cb_cfg.get("early_stopping") or {}
+    if early.get("enabled", False):
+        _check_monitor("callbacks.early_stopping", early.get("monitor", "val/acc"), early.get("mode", "max"))
+        patience = early.get("patience", 10)
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+            raise ConfigError("callbacks.early_stopping.patience", f"must be a non-negative integer (epochs), got "
+                                                                   f"{patience!r}")
+        delta = early.get("min_delta", 0.0)
+        if isinstance(delta, bool) or not isinstance(delta, (int, float)) or delta < 0:
+            raise ConfigError("callbacks.early_stopping.min_delta", f"must be a non-negative number, got {delta!r}")
+
+
+def _check_monitor(prefix: str, monitor: Any, mode: Any, keys: tuple[str, str] = ("monitor", "mode")) -> None:
+    if monitor not in MONITORS:
+        raise ConfigError(f"{prefix}.{keys[0]}", f"must be one of {', '.join(MONITORS)}, got {monitor!r}"
+                                                 f"{did_you_mean(str(monitor), MONITORS)}")
+    if mode not in ("min", "max"):
+        raise ConfigError(f"{prefix}.{keys[1]}", f"must be min or max, got {mode!r}")
+
+
+def _better(a: float, b: float, mode: str) -> bool:
+    """``a`` strictly better than ``b`` in ``mode``; NaN is worse than any number."""
+    return not math.isnan(a) and (math.isnan(b) or (a > b if mode == "max" else a < b))
+
+
+def improves(value: float, tie: float | None, best: float | None, best_tie: float | None, mode: str = "max",
+             tie_mode: str = "min") -> bool:
+    """Whether an epoch whose monitored metric is ``value`` (its tie-break metric ``tie``) replaces the selected
+    epoch (``best``, ``best_tie``): strictly better on the monitor, or exactly equal on it and strictly better on the
+    tie-break metric. Exact comparisons, no weighted sum: the monitor always decides first."""
+    if best is None:
+        return True
+    if value == best and tie is not None and best_tie is not None:
+        return _better(tie, best_tie, tie_mode)
+    return _better(value, best, mode)
+
+
+def best_checkpoint(dirpath: Path, ckpt_cfg: dict[str, Any]):
+    """The callback that writes ``checkpoints/best.ckpt`` (and ``last.ckpt``), selecting epochs with :func:`improves`
+    on ``callbacks.checkpoint`` (``monitor``, ``mode``, ``tie_break``, ``tie_break_mode``)."""
+    return _best_checkpoint_class()(
+        dirpath=str(dirpath), monitor=ckpt_cfg.get("monitor", "val/acc"), mode=ckpt_cfg.get("mode", "max"),
+        save_last=ckpt_cfg.get("save_last", True), tie_break=ckpt_cfg.get("tie_break"),
+        tie_break_mode=ckpt_cfg.get("tie_break_mode", "min"))
+
+
+@functools.cache
+def _best_checkpoint_class():
+    """BestCheckpoint, defined on first use: subclassing ModelCheckpoint imports Lightning, which this module's
+    importers (the config checks) do not need."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    class BestCheckpoint(ModelCheckpoint):
+        """ModelCheckpoint with one file of the best epoch, where ties on the monitor go to the tie-break metric.
+
+        Lightning keeps the first epoch that reaches the best value; on a small validation set ``val/acc`` often
+        reaches 1.0 early and stays there, and the first such epoch is rarely the best model. :attr:`selected` says
+        which epoch was kept and why (``metrics.json``'s ``selected``).
+        """
+
+        def __init__(self, *, tie_break: str | None, tie_break_mode: str, **kwargs: Any):
+            super().__init__(filename="best", save_top_k=1, auto_insert_metric_name=False,
+                             enable_version_counter=False, **kwargs)
+            self.tie_break = tie_break if tie_break != self.monitor else None
+            self.tie_break_mode = tie_break_mode
+            self.selected: dict[str, Any] | None = None  # the kept epoch: epoch, value, tie_value, val metrics
+            self.tied_epochs: list[int] = []  # the epochs whose monitor value equals the kept one's
+            self._candidate: dict[str, Any] | None = None
+
+        def check_monitor_top_k(self, trainer, current=None) -> bool:
+            if current is None:
+                return False
+            value = float(current)
+            tie = _number(trainer.callback_metrics.get(self.tie_break)) if self.tie_break else None
+            best = self.selected if self.best_k_models else None  # none kept yet (or not in this folder)
+            best_value, best_tie = (None, None) if best is None else (best["value"], best["tie_value"])
+            decision = improves(value, tie, best_value, best_tie, self.mode, self.tie_break_mode)
+            decision = trainer.strategy.reduce_boolean_decision(decision)  # every process decides alike
+            if best is not None and value == best["value"]:
+                self.tied_epochs.append(trainer.current_epoch)
+            elif decision:
+                self.tied_epochs = [trainer.current_epoch]
+            if decision:
+                self._candidate = {"epoch": trainer.current_epoch, "value": value, "tie_value": tie,
+                                   "metrics": {k: _number(v) for k, v in trainer.callback_metrics.items()
+                                               if k.startswith("val/")}}
+            return decision
+
+        # Since Lightning 2.6, last.ckpt is written only together with a new best checkpoint: it held the best epoch,
+        # not the last one, and a run resumed from it repeated epochs. It is written here whenever Lightning did not,
+        # at the hook where Lightning saves (the end of the training epoch, or of validation when validation does
+        # not run exactly once per epoch).
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            due = self._saves_at(trainer, train_epoch_end=True)
+            super().on_train_epoch_end(trainer, pl_module)
+            self._save_last_if_missing(trainer, due)
+
+        def on_validation_end(self, trainer, pl_module) -> None:
+            due = self._saves_at(trainer, train_epoch_end=False)
+            super().on_validation_end(trainer, pl_module)
+            self._save_last_if_missing(trainer, due)
+
+        def _saves_at(self, trainer, *, train_epoch_end: bool) -> bool:
+            return (not self._should_skip_saving_checkpoint(trainer)
+                    and self._should_save_on_train_epoch_end(trainer) == train_epoch_end)
+
+        def _save_last_if_missing(self, trainer, due: bool) -> None:
+            if due and self.save_last is True and self._last_global_step_saved != trainer.global_step:
+                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+        def _update_best_and_save(self, current, trainer, monitor_candidates) -> None:
+            super()._update_best_and_save(current, trainer, monitor_candidates)
+            self.selected = self._candidate
+
+        def selection(self) -> dict[str, Any] | None:
+            """The kept epoch, its monitor and tie-break values, the epochs that tied and a sentence saying why."""
+            if self.selected is None:
+                return None
+            s, tied = self.selected, self.tied_epochs
+            extreme = "highest" if self.mode == "max" else "lowest"
+            reason = f"the {extreme} {self.monitor} ({s['value']:.6g})"
+            if len(tied) <= 1:
+                reason += f", reached at epoch {s['epoch']} only"
+            elif self.tie_break and s["tie_value"] is not None:
+                tie_extreme = "highest" if self.tie_break_mode == "max" else "lowest"
+                reason += (f" at epochs {', '.join(map(str, tied))}; of these, epoch {s['epoch']} has the "
+                           f"{tie_extreme} {self.tie_break} ({s['tie_value']:.6g})")
+            else:
+                reason += f" at epochs {', '.join(map(str, tied))}; the first is kept (no tie-break metric)"
+            return {"epoch": s["epoch"], "monitor": self.monitor, "mode": self.mode, "value": s["value"],
+                    "tie_break": self.tie_break, "tie_break_mode": self.tie_break_mode if self.tie_break else None,
+                    "tie_value": s["tie_value"], "tied_epochs": list(tied), "val_metrics": dict(s["metrics"]),
+                    "checkpoint": self.best_model_path or None, "reason": reason}
+
+        def state_dict(self) -> dict[str, Any]:
+            return {**super().state_dict(), "selected": self.selected, "tied_epochs": list(self.tied_epochs)}
+
+        def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+            super().load_state_dict(state_dict)
+            if self.best_k_models:  # Lightning restored the kept epoch (same folder): so is its record
+                self.selected = state_dict.get("selected") or {  # a checkpoint from before tie-breaking
+                    "epoch": None, "value": float(self.best_model_score), "tie_value": None, "metrics": {}}
+                self.tied_epochs = list(state_dict.get("tied_epochs") or [])
+
+    BestCheckpoint.__qualname__ = "BestCheckpoint"  # the name in checkpoints' callback states
+    return BestCheckpoint
+
+
+def _number(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def check_strategy(strategy: Any) -> None:
@@ -158,16 +323,12 @@ def quiet_lightning() -> None:
 def make_trainer(cfg: dict[str, Any], run_dir: Path, *, with_logger: bool = True):
     """A pl.Trainer writing checkpoints to ``run_dir/checkpoints`` and TensorBoard logs to ``run_dir/tensorboard``."""
     import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar, TQDMProgressBar
+    from pytorch_lightning.callbacks import EarlyStopping, RichProgressBar, TQDMProgressBar
     from pytorch_lightning.loggers import TensorBoardLogger
 
     quiet_lightning()
     cb_cfg = cfg.get("callbacks", {})
-    ckpt = cb_cfg.get("checkpoint", {})
-    callbacks: list[Any] = [ModelCheckpoint(
-        dirpath=str(run_dir / "checkpoints"), filename="best", monitor=ckpt.get("monitor", "val/acc"),
-        mode=ckpt.get("mode", "max"), save_top_k=1, save_last=ckpt.get("save_last", True),
-        auto_insert_metric_name=False, enable_version_counter=False)]
+    callbacks: list[Any] = [best_checkpoint(run_dir / "checkpoints", cb_cfg.get("checkpoint") or {})]
     early = cb_cfg.get("early_stopping") or {}
     if early.get("enabled", False):
         callbacks.append(EarlyStopping(monitor=early.get("monitor", "val/acc"), mode=early.get("mode", "max"),

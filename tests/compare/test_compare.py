@@ -5,6 +5,7 @@ import json
 import math
 
 import pytest
+import yaml
 
 from cnnrun.compare import build_report, difference, main, mean_std, read_sweep
 from tests.conftest import run_cli
@@ -47,11 +48,16 @@ def test_one_seed_has_no_interval():
     assert d.diff == pytest.approx(0.1) and math.isnan(d.low) and d.test == "n/a"
 
 
-def _job(root, num, method, seed, test_acc, *, status="completed", extra=(), error=None, metrics=True):
+def _job(root, num, method, seed, test_acc, *, status="completed", extra=(), error=None, metrics=True,
+         config=None):
+    """A fabricated job folder; ``method`` None: a job that chose no generalization method; ``config``: the
+    resolved config its config.yaml holds."""
     job = root / str(num)
     (job / ".hydra").mkdir(parents=True)
-    overrides = [f"generalization={method}", f"seed={seed}", *extra]
+    overrides = [*([f"generalization={method}"] if method else []), f"seed={seed}", *extra]
     (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    if config is not None:
+        (job / "config.yaml").write_text(yaml.safe_dump(config))
     if metrics:
         record = {"status": status, "error": error, "seed": seed, "method": method, "overrides": overrides,
                   "metrics": {} if status != "completed" else
@@ -98,6 +104,57 @@ def test_baseline_is_matched_on_the_other_overrides(tmp_path):
     md = build_report(tmp_path, figure=False)["md"].read_text()
     assert "| augment model=lenet5 | 1 | 0.9000 ± 0.0000 | 0.1000 ± 0.0000 | 0.1000 ± 0.0000 | 0.1000 [n/a]" in md
     assert "| augment model=nin | 1 | 0.4000 ± 0.0000 | 0.1000 ± 0.0000 | 0.6000 ± 0.0000 | -0.1000 [n/a]" in md
+
+
+def _resolved(seed, method, *, weight_decay=0.0, augment=None):
+    """A job's config.yaml: what it trains, plus its seed, method node and data statistics (which vary per job)."""
+    return {"seed": seed, "ckpt_path": None, "mode": "train",
+            "data": {"name": "digits", "batch_size": 32, "augment": augment,
+                     "stats": {"mean": [0.1 * seed], "std": [1.0 + seed]}},
+            "optim": {"name": "sgd", "lr": 0.1, "weight_decay": weight_decay},
+            "generalization": {method: {"description": f"{method}, as its file says"}}}
+
+
+def test_configurations_that_resolved_identically_are_flagged(tmp_path, capsys):
+    """'augment' here resolved to baseline's config (as the default config's recipe made it before methods started
+    from a neutral recipe): the report says so in comparison.md, comparison.csv and on the console. weight_decay
+    differs in one value and is not flagged."""
+    jobs = [("baseline", {}), ("augment", {}), ("weight_decay", {"weight_decay": 5e-4})]
+    for i, (method, change) in enumerate(jobs):
+        for seed in (1, 2):
+            _job(tmp_path, 2 * i + seed - 1, method, seed, 0.8 + 0.01 * seed,
+                 config=_resolved(seed, method, **change))
+    out = build_report(tmp_path, figure=False, warn=True)
+    md = out["md"].read_text()
+    assert "> **Warning**: configurations `augment` and `baseline` resolved to the same effective config" in md
+    assert "| augment ⚠ same config as baseline | 2 |" in md and "| baseline ⚠ same config as augment | 2 |" in md
+    assert "| weight_decay | 2 |" in md and md.count("⚠") == 2
+    rows = {(r["method"], r["seed"]): r for r in csv.DictReader(out["csv"].open())}
+    assert rows["augment", "1"]["same_config_as"] == "baseline" and rows["baseline", "2"]["same_config_as"] == "augment"
+    assert rows["weight_decay", "1"]["same_config_as"] == ""
+    assert rows["augment", "1"]["effective_config"] == rows["baseline", "2"]["effective_config"] != \
+        rows["weight_decay", "1"]["effective_config"] == rows["weight_decay", "2"]["effective_config"]
+    err = capsys.readouterr().err
+    assert "warning: configurations augment and baseline resolved to the same effective config" in err
+    assert "weight_decay" not in err
+
+
+def test_a_sweep_without_methods_is_labelled_by_what_varies(tmp_path):
+    """-m optim.lr=0.1,0.01 seed=1,2,3: rows are 'optim.lr=...', and Δ compares with the first job's configuration
+    (lr 0.1, ranked second here), by hand as in test_paired_difference_by_hand."""
+    for i, (lr, seed, acc) in enumerate([(0.1, 1, 0.70), (0.1, 2, 0.85), (0.1, 3, 0.80),
+                                         (0.01, 1, 0.80), (0.01, 2, 0.90), (0.01, 3, 0.85)]):
+        _job(tmp_path, i, None, seed, acc, extra=[f"optim.lr={lr}", "trainer.max_epochs=2"])
+    md = build_report(tmp_path, figure=False)["md"].read_text()
+    assert "baseline" not in md
+    assert "| Δ test acc vs reference [95% CI] |" in md
+    table = [line for line in md.splitlines() if line.startswith(("| 1 ", "| 2 "))]
+    assert table[0].startswith("| 1 | optim.lr=0.01 | 3 | 0.8500 ± 0.0500 |")
+    assert "+0.0667 [-0.0050, 0.1384] | 0.057 | paired t" in table[0]
+    assert table[1].startswith("| 2 | optim.lr=0.1 | 3 | 0.7833 ± 0.0764 |") and "(reference)" in table[1]
+    assert "Δ compares with the reference configuration `optim.lr=0.1`: the sweep's first job's" in md
+    rows = list(csv.DictReader((tmp_path / "comparison.csv").open()))
+    assert {r["config"] for r in rows} == {"optim.lr=0.1", "optim.lr=0.01"} and {r["method"] for r in rows} == {""}
 
 
 def test_compare_cli_on_a_missing_folder(tmp_path, capsys):

@@ -61,11 +61,13 @@ def test_sharpen_and_edges_equal_scipy(grey):
 
 
 def overlaps(n: int) -> np.ndarray:
-    """How many taps of a 3-wide, stride-2 transposed kernel (padding 1) land on each of 2n outputs, by counting."""
+    """How many taps of a 3-wide, stride-2 transposed kernel land on each of 2n outputs, by counting. TensorFlow's
+    SAME keeps 2n of the 2n + 1 full-output cells: its forward SAME conv (2n -> n) pads 0 before and 1 after, so
+    nothing is cropped at the start and the surplus cell at the end."""
     counts = np.zeros(2 * n)
     for i in range(n):
         for j in range(3):
-            o = 2 * i + j - 1
+            o = 2 * i + j
             if 0 <= o < 2 * n:
                 counts[o] += 1
     return counts
@@ -89,7 +91,8 @@ def test_upsampling_layers_equal_functional_references():
     torch.manual_seed(0)
     x = torch.rand(1, 7, 9)
     transposed, resized = G.upsample_both(x)
-    ref_t = F.conv_transpose2d(x[None], torch.full((1, 1, 3, 3), 4 / 9), stride=2, padding=1, output_padding=1)[0]
+    # the full transposed output (15 x 19) without its last row and column (TensorFlow's SAME, as in overlaps())
+    ref_t = F.conv_transpose2d(x[None], torch.full((1, 1, 3, 3), 4 / 9), stride=2)[0, :, :14, :18]
     ref_r = F.conv2d(F.interpolate(x[None], scale_factor=2, mode="nearest"), torch.full((1, 1, 3, 3), 1 / 9),
                      padding=1)[0]
     torch.testing.assert_close(transposed, ref_t, atol=1e-6, rtol=0)

@@ -17,9 +17,9 @@ CLASSES = {"cat": 7, "dog": 6, "emu": 8}
 
 
 def data_cfg(root, *overrides):
-    return to_plain(compose(["data=image_folder", f"data.root={root}", "data.num_classes=3", "data.image_size=12",
-                             "data.test_fraction=0.25", "data.val_fraction=0.2", "data.num_workers=0",
-                             *overrides]))["data"]
+    return to_plain(compose(["data=image_folder", f"data.root={root}", "data.num_classes=3", "data.channels=3",
+                             "data.image_size=12", "data.test_fraction=0.25", "data.val_fraction=0.2",
+                             "data.num_workers=0", *overrides]))["data"]
 
 
 def by_content(x: torch.Tensor) -> set[bytes]:
@@ -135,11 +135,41 @@ def test_config_errors_before_loading(tmp_path, override, key):
     assert info.value.path == key
 
 
-def test_root_and_num_classes_are_required():
-    with pytest.raises(ConfigError, match=r"Missing mandatory value: data\.num_classes"):
-        to_plain(compose(["data=image_folder"]))
-    with pytest.raises(ConfigError, match=r"^data\.root: Missing mandatory value"):
-        to_plain(compose(["data=image_folder", "data.num_classes=3"]))
+def test_the_root_is_required_and_named(tmp_path):
+    for overrides in ([], ["data.num_classes=3", "data.channels=3"]):
+        with pytest.raises(ConfigError) as info:
+            to_plain(compose(["data=image_folder", *overrides]))
+        assert str(info.value) == "data.root: has no value ('???' in the config): set it, e.g. data.root=..."
+    with pytest.raises(ConfigError, match=r"^data\.root: no folder at .*nowhere"):  # read for num_classes
+        to_plain(compose(["data=image_folder", f"data.root={tmp_path / 'nowhere'}"]))
+
+
+@pytest.mark.parametrize("modes,channels", [(["L"] * 4, 1), (["RGB"] * 4, 3), (["L", "L", "L", "RGB"], 3)])
+def test_classes_and_channels_are_read_from_the_folder(tmp_path, modes, channels):
+    from torchvision.datasets import ImageFolder
+
+    for i, (name, mode) in enumerate(zip(("ant", "bee", "cow", "yak"), modes)):  # the last file read is the yak's
+        write_png_folder(tmp_path / "d", {name: 2}, size=(8, 8), mode=mode, seed=i)
+    reference = ImageFolder(str(tmp_path / "d")).classes
+    (tmp_path / "d" / ".ipynb_checkpoints").mkdir()  # hidden folders are not classes (ImageFolder would count it)
+    data = to_plain(compose(["data=image_folder", f"data.root={tmp_path / 'd'}", "data.image_size=16"]))["data"]
+    assert data["num_classes"] == len(reference) == 4
+    assert data["channels"] == channels and data["input_shape"] == [channels, 16, 16]
+    assert image_folder.folder_num_channels(tmp_path / "d", chunk=3) == channels  # the last chunk counts too
+
+
+def test_a_run_builds_the_model_for_the_folder_without_num_classes(tmp_path):
+    import json
+
+    from cnnrun import run
+
+    write_png_folder(tmp_path / "d", {"a": 2, "b": 1, "c": 1, "d": 1, "e": 2}, size=(20, 20), mode="L")
+    run(compose(["data=image_folder", f"data.root={tmp_path / 'd'}", "data.image_size=16", "mode=summary"]),
+        output_dir=tmp_path / "run")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["input_shape"] == [1, 16, 16] and summary["output_shape"] == [5]
+    first = summary["layers"][0]
+    assert first["type"] == "conv" and first["params"] == 6 * 1 * 5 * 5 + 6  # LeNet-5's C1 on one channel
 
 
 def test_a_run_trains_on_streamed_images_and_stops_its_workers(tmp_path, quick_cfg, monkeypatch):

@@ -5,7 +5,6 @@ import os
 import stat
 from pathlib import Path
 
-import joblib
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
@@ -40,8 +39,7 @@ def test_parallel_sweep_with_joblib_shares_the_cores(tmp_path):
     _, jobs = sweep_jobs(tmp_path)
     check_one_failed(proc, jobs)
     resources = jobs["0"]["resources"]
-    assert resources["parallel_jobs"] == 2
-    assert resources["threads"] == max(1, joblib.cpu_count() // 2)  # cores / parallel jobs
+    assert resources["parallel_jobs"] == 2  # the threads each job gets: tests/scale/test_threads.py
 
 
 def test_submitit_local_sweep_keeps_its_logs_in_the_sweep_folder(tmp_path):

@@ -103,7 +103,8 @@ def test_tensorboard_has_scalars_and_real_hparams(trained):
     assert "hp_metric" not in scalars
     assert hparams["optim.lr"].number_value == pytest.approx(0.1)
     assert hparams["model.name"].string_value == "lenet5"
-    assert hparams["method"].string_value == "baseline" and hparams["loss.name"].string_value == "cross_entropy"
+    assert "method" not in hparams  # no method chosen: nothing to compare it with
+    assert hparams["loss.name"].string_value == "cross_entropy"
     assert scalars["hp/gap"][-1] == pytest.approx(metrics["gap"], abs=1e-6)
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content_experiment(out))
     assert {m.name.tag for m in experiment.experiment.metric_infos} >= {"hp/test_acc", "hp/val_acc", "hp/gap",
@@ -217,7 +218,7 @@ def test_jobs_in_one_process_share_the_loaded_data():
 
 
 def test_the_default_run_reaches_the_promised_accuracy(tmp_path):
-    """The Quick start's promise: the default config (LeNet-5 on digits, 30 epochs, seed 0) tests at >= 97%."""
+    """The Quick start's promise: the default config (LeNet-5 on digits, 40 epochs, seed 0) tests at >= 97%."""
     from tests.conftest import QUIET
 
     metrics = run(compose(QUIET), output_dir=tmp_path)

@@ -7,6 +7,7 @@ LightningOptimizer.step path must give the reference's weights.
 """
 import copy
 import math
+from functools import partial
 
 import pytest
 import pytorch_lightning as pl
@@ -60,7 +61,8 @@ def splits():
     return cfg["data"], load_data(cfg["data"])
 
 
-def lightning_fit(splits, overrides, *, lean, epochs=2):
+def lightning_fit(splits, overrides, *, lean, epochs=2, lean_expected=True, **trainer_args):
+    """cnnrun's module fitted by Lightning (on the CPU unless ``trainer_args`` say otherwise), with a Recorder."""
     data_cfg, data = splits
     cfg = to_plain(compose(["data.train_fraction=0.25", f"trainer.max_epochs={epochs}", *overrides]))
     torch.manual_seed(0)
@@ -70,18 +72,23 @@ def lightning_fit(splits, overrides, *, lean, epochs=2):
     module.lean_step = lean
     recorder = Recorder()
     trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, limit_val_batches=0, callbacks=[recorder], accelerator="cpu",
-                         devices=1)
+                         enable_model_summary=False, limit_val_batches=0, callbacks=[recorder],
+                         **{"accelerator": "cpu", "devices": 1, **trainer_args})
     trainer.fit(module, datamodule=InMemoryDataModule(data, cfg["data"]["batch_size"], cfg["seed"], data=cfg["data"]))
-    assert module.stepper.lean is (lean if lean is not None else True)
+    assert module.stepper.lean is (lean if lean is not None else lean_expected)
     return cfg, initial, module, trainer, recorder
 
 
-def reference_fit(cfg, initial, batches, *, clip=None, algorithm="norm", accumulate=1):
-    """The plain loop: the same model, initial weights, optimizer settings, schedule and batches."""
+def reference_fit(cfg, initial, batches, *, clip=None, algorithm="norm", accumulate=1, scaler=None):
+    """The plain loop: the same model, initial weights, optimizer settings, schedule and batches (on the batches'
+    device). With a ``torch.amp.GradScaler``, torch's fp16 recipe: the forward and the loss under fp16 autocast, the
+    scaled loss's backward, unscale_ before clipping, scaler.step and scaler.update."""
     data = cfg["data"]
+    device = batches[0][0][0].device
     model = build_model(cfg["model"], data["input_shape"], data["num_classes"])
     model.load_state_dict(initial)
+    model.to(device)
+    fp16 = partial(torch.autocast, device.type, dtype=torch.float16, enabled=scaler is not None)
     o = cfg["optim"]
     opt = torch.optim.SGD(model.parameters(), lr=o["lr"], momentum=o["momentum"], nesterov=o["nesterov"],
                           weight_decay=o["weight_decay"])
@@ -93,16 +100,23 @@ def reference_fit(cfg, initial, batches, *, clip=None, algorithm="norm", accumul
         for i, (x, y) in enumerate(epoch_batches):
             if i % accumulate == 0:
                 opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(x), y, label_smoothing=cfg["loss"]["label_smoothing"])
-            (loss / accumulate).backward()
+            with fp16():
+                loss = F.cross_entropy(model(x), y, label_smoothing=cfg["loss"]["label_smoothing"]) / accumulate
+            (loss if scaler is None else scaler.scale(loss)).backward()
             if (i + 1) % accumulate and i + 1 != len(epoch_batches):
                 continue
+            if scaler is not None:
+                scaler.unscale_(opt)
             if clip is not None:
                 if algorithm == "norm":
                     torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
                 else:
                     torch.nn.utils.clip_grad_value_(model.parameters(), clip)
-            opt.step()
+            if scaler is None:
+                opt.step()
+            else:
+                scaler.step(opt)  # skipped when the gradients hold an inf or a NaN
+                scaler.update()
             steps += 1
             if schedule is not None and schedule["interval"] == "step":
                 schedule["scheduler"].step()
@@ -111,10 +125,10 @@ def reference_fit(cfg, initial, batches, *, clip=None, algorithm="norm", accumul
     return model, steps, opt.param_groups[0]["lr"]
 
 
-def assert_same_weights(module, reference):
+def assert_same_weights(module, reference, rtol=1e-5, atol=1e-6):
     ours = module.model.state_dict()
     for name, value in reference.state_dict().items():
-        torch.testing.assert_close(ours[name], value, rtol=1e-5, atol=1e-6, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(ours[name].cpu(), value.cpu(), rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
 
 
 @pytest.mark.parametrize("lean", [None, False])
