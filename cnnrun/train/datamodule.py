@@ -81,10 +81,17 @@ class DataModule(pl.LightningDataModule):
         weights = (1.0 / counts)[y]
         return weights.cpu() if self.splits.streamed else weights
 
+    def _overfitting(self) -> bool:
+        """Lightning's ``overfit_batches`` (``debug=overfit``): the same first batches every epoch, as they come."""
+        trainer = getattr(self, "trainer", None)
+        return trainer is not None and bool(trainer.overfit_batches)
+
     def _loader(self, x, y, batch_size: int, train: bool, persistent: bool = False):
-        transform = BatchTransform.for_splits(self.splits, self.augment if train else None)
-        extra = dict(shuffle=True, seed=self.seed, epoch=self._epoch, weights=self._sample_weights()) if train \
-            else {}
+        # Lightning replaces a DataLoader's sampler when it overfits batches; these loaders are not DataLoaders
+        train_order = train and not self._overfitting()
+        transform = BatchTransform.for_splits(self.splits, self.augment if train_order else None)
+        extra = dict(shuffle=True, seed=self.seed, epoch=self._epoch, weights=self._sample_weights()) \
+            if train_order else {}
         extra.update(rank=self.rank, world=self.world)
         if not self.splits.streamed:
             return InMemoryLoader(x, y, batch_size, transform=transform, **extra)

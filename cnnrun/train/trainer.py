@@ -342,6 +342,11 @@ def make_trainer(cfg: dict[str, Any], run_dir: Path, *, with_logger: bool = True
 
     # the module's Stepper applies clipping and accumulation (Lightning refuses them with manual optimisation)
     trainer_kwargs = {k: v for k, v in cfg["trainer"].items() if k not in OWN_KEYS and k not in STEP_KEYS}
+    if trainer_kwargs.get("profiler") in ("simple", "advanced"):  # its report goes into the run folder
+        from pytorch_lightning.profilers import AdvancedProfiler, SimpleProfiler
+
+        profiler = SimpleProfiler if trainer_kwargs["profiler"] == "simple" else AdvancedProfiler
+        trainer_kwargs["profiler"] = profiler(dirpath=str(run_dir), filename="profile")
     refresh = (cb_cfg.get("progress_bar") or {}).get("refresh_rate", 1)
     if refresh and trainer_kwargs.get("enable_progress_bar", True):
         try:
