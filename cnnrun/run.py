@@ -47,6 +47,9 @@ def check_config(plain: dict[str, Any]):
     check_trainer_config(plain["trainer"])
     check_callbacks_config(plain.get("callbacks") or {})
     dashboard_plan(plain.get("logger"))
+    from cnnrun.train.trainer import check_logger_config
+
+    check_logger_config(plain.get("logger") or {})
     return model
 
 
@@ -90,7 +93,7 @@ def run(cfg: DictConfig | dict, output_dir: str | os.PathLike | None = None) -> 
         record["seed"], record["mode"] = plain.get("seed"), plain.get("mode")
         write_config(run_dir, plain)
         if plain.get("mode") == "gallery":
-            from cnnrun.gallery import gallery
+            from cnnrun.report.gallery import gallery
 
             return gallery(plain, run_dir, record)
         if plain.get("mode") == "summary":

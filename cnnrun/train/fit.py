@@ -64,13 +64,15 @@ def fit_and_test(plain: dict[str, Any], model: torch.nn.Module, run_dir: Path, r
     module = Classifier(plain, model)
     datamodule = InMemoryDataModule(splits, plain["data"]["batch_size"], plain["seed"], data=plain["data"])
     trainer = make_trainer(plain, run_dir)
-    trainer.callbacks.extend(make_dashboards(plain, trainer.logger))
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+    trainer.callbacks.extend(make_dashboards(plain, tb))
     ema_decay = (plain.get("regularization") or {}).get("ema_decay")
     if ema_decay:  # validation, checkpoints and the test use the averaged weights
         from pytorch_lightning.callbacks import EMAWeightAveraging
 
         trainer.callbacks.append(EMAWeightAveraging(decay=float(ema_decay)))
-    tb = trainer.logger
     if tb is not None and plain.get("logger", {}).get("log_summary", True):
         tb.experiment.add_text("model/summary", _summary_markdown(summary), 0)
 
@@ -117,9 +119,13 @@ def fit_and_test(plain: dict[str, Any], model: torch.nn.Module, run_dir: Path, r
     record["metrics"] = metrics
     record["epochs"] = len(module.history)
     record["history"] = module.history
-    if tb is not None:
-        final = {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items() if v is not None}
-        tb.log_hyperparams(flat_hparams(plain), final)
-        tb.finalize("success")
+    final = {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items() if v is not None}
+    for logger in trainer.loggers:  # the hyperparameters with the run's final metrics (TensorBoard's HPARAMS tab)
+        if logger is tb:
+            logger.log_hyperparams(flat_hparams(plain), final)
+        else:
+            logger.log_hyperparams(flat_hparams(plain))
+            logger.log_metrics(final, step=trainer.global_step)
+        logger.finalize("success")
     if is_rank_zero():
         print(f"run folder: {run_dir}\n" + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items() if v is not None))

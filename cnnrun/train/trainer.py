@@ -324,7 +324,6 @@ def make_trainer(cfg: dict[str, Any], run_dir: Path, *, with_logger: bool = True
     """A pl.Trainer writing checkpoints to ``run_dir/checkpoints`` and TensorBoard logs to ``run_dir/tensorboard``."""
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import EarlyStopping, RichProgressBar, TQDMProgressBar
-    from pytorch_lightning.loggers import TensorBoardLogger
 
     quiet_lightning()
     cb_cfg = cfg.get("callbacks", {})
@@ -356,8 +355,45 @@ def make_trainer(cfg: dict[str, Any], run_dir: Path, *, with_logger: bool = True
             callbacks.append(TQDMProgressBar(refresh_rate=refresh))
     else:
         trainer_kwargs["enable_progress_bar"] = False
-    logger: Any = False
-    if with_logger and cfg.get("logger", {}).get("tensorboard", False):
-        logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
-    return pl.Trainer(default_root_dir=str(run_dir), callbacks=callbacks, logger=logger,
+    loggers = make_loggers(cfg.get("logger") or {}, run_dir) if with_logger else []
+    return pl.Trainer(default_root_dir=str(run_dir), callbacks=callbacks, logger=loggers or False,
                       enable_model_summary=False, **trainer_kwargs)
+
+
+def check_logger_config(logger_cfg: dict[str, Any]) -> None:
+    """The optional loggers' packages are installed (checked before training, without importing them)."""
+    import importlib.util
+
+    mlflow = logger_cfg.get("mlflow")
+    if mlflow and importlib.util.find_spec("mlflow") is None:
+        raise ConfigError("logger.mlflow", "needs the mlflow package: pip install 'cnnrun[mlflow]' (or choose "
+                                           "logger=tensorboard or logger=csv)")
+    if mlflow is not None and not isinstance(mlflow, (bool, dict)):
+        raise ConfigError("logger.mlflow", f"must be a mapping (tracking_uri, experiment_name) or false, got {mlflow!r}")
+
+
+def make_loggers(logger_cfg: dict[str, Any], run_dir: Path) -> list[Any]:
+    """The run's Lightning loggers (``logger=`` one of tensorboard, csv, mlflow, or a list of them): TensorBoard in
+    ``<run>/tensorboard``, CSV in ``<run>/csv/metrics.csv``, MLflow in a local SQLite store (``outputs/mlflow.db``
+    unless ``logger.mlflow.tracking_uri`` names another), one MLflow run per cnnrun run, named after its folder."""
+    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+    loggers: list[Any] = []
+    if logger_cfg.get("tensorboard", False):
+        loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="",
+                                         default_hp_metric=False))
+    if logger_cfg.get("csv", False):
+        loggers.append(CSVLogger(save_dir=str(run_dir), name="csv", version=""))
+    mlflow = logger_cfg.get("mlflow")
+    if mlflow:
+        check_logger_config(logger_cfg)
+        from pytorch_lightning.loggers import MLFlowLogger
+
+        settings = mlflow if isinstance(mlflow, dict) else {}
+        uri = settings.get("tracking_uri")
+        if not uri:  # MLflow's file store is deprecated; SQLite needs no server either
+            (Path.cwd() / "outputs").mkdir(exist_ok=True)
+            uri = f"sqlite:///{Path.cwd() / 'outputs' / 'mlflow.db'}"
+        loggers.append(MLFlowLogger(experiment_name=settings.get("experiment_name") or "cnnrun",
+                                    run_name=run_dir.name, tracking_uri=uri))
+    return loggers
