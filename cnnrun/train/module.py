@@ -82,6 +82,11 @@ class Classifier(pl.LightningModule):
         values = {f"{stage}/loss": sums[0] / sums[2], f"{stage}/acc": sums[1] / sums[2]}
         for key, value in values.items():
             self.log(key, value, on_epoch=True, prog_bar=stage != "train", sync_dist=False)
+        # The loggers' x axis is the epoch, counted from 1 as the progress bar and the report count it (a logged
+        # "step" is Lightning's way to set it; without it the x axis is the optimizer step and an "epoch" curve is
+        # added). Evaluations after training (test, train_eval) sit at the last epoch.
+        during_fit = stage in ("train", "val")
+        self.log("step", float(self.current_epoch + (1 if during_fit else 0)), on_epoch=True, sync_dist=False)
         return {k: float(v) for k, v in values.items()}
 
     # -- steps ------------------------------------------------------------------------------------------------

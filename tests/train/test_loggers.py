@@ -57,3 +57,16 @@ def test_mlflow_logs_into_a_local_store(tmp_path):
     assert found.info.run_name == "run" and found.data.params["optim.lr"] == "0.1"
     val = [m.value for m in client.get_metric_history(found.info.run_id, "val/acc")]
     assert val == pytest.approx([h["val/acc"] for h in history(tmp_path / "run")])
+
+
+def test_epoch_scalars_are_logged_against_the_epoch_from_1(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run(compose([*SHORT, "trainer.max_epochs=3", "logger.dashboards=false"]), output_dir=tmp_path)
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert "epoch" not in tags and "step" not in tags
+    for tag in ("train/loss", "train/acc", "train/lr", "val/loss", "val/acc"):
+        assert [e.step for e in events.Scalars(tag)] == [1, 2, 3], tag
+    assert [e.step for e in events.Scalars("test/acc")] == [3]  # the test sits at the last epoch
