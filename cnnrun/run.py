@@ -93,9 +93,10 @@ def run(cfg: DictConfig | dict, output_dir: str | os.PathLike | None = None) -> 
         record["seed"], record["mode"] = plain.get("seed"), plain.get("mode")
         write_config(run_dir, plain)
         if plain.get("mode") == "gallery":
+            from cnnrun.layers.registry import get_layer_type
             from cnnrun.report.gallery import gallery
 
-            return gallery(plain, run_dir, record)
+            return gallery(plain, run_dir, record, get_layer_type)
         if plain.get("mode") == "summary":
             import torch
 

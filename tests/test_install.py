@@ -35,6 +35,9 @@ def test_the_wheel_holds_every_config_file(installed):
     written = {f"cnnrun/conf/{p.relative_to(REPO / 'conf').as_posix()}" for p in (REPO / "conf").rglob("*.yaml")}
     assert written and written <= shipped
     assert "cnnrun/conf/__init__.py" in shipped
+    names = set(zipfile.ZipFile(wheel).namelist())
+    packages = [p.relative_to(REPO).as_posix() for p in (REPO / "cnnrun").rglob("__init__.py")]
+    assert packages and all(p in names for p in packages), sorted(set(packages) - names)  # every package listed
     assert not any(n.startswith(("conf/", "tests/", "benchmarks/")) for n in zipfile.ZipFile(wheel).namelist())
 
 

@@ -1,7 +1,7 @@
 """Dashboards that explain one run (chapter 5.2, Table 5.2): a Lightning callback that writes to TensorBoard.
 
-Switched in ``logger.dashboards`` (``conf/logger/tensorboard.yaml``); active only with the TensorBoard logger.
-Tags it writes:
+Switched in ``logger.dashboards`` (``conf/logger/tensorboard.yaml``); active only with the TensorBoard logger. This
+module decides what to log and when; :mod:`cnnrun.figures` draws the pictures. Tags it writes:
 
 - ``filters/first_layer``: the first convolution's filters as an image grid;
 - ``feature_maps/input`` and ``feature_maps/{shallow,middle,deep}``: a fixed validation sample and the maps after a
@@ -34,17 +34,15 @@ import torch
 from torch import nn
 
 from cnnrun.errors import ConfigError, did_you_mean
-from cnnrun.gallery import figure_image
+from cnnrun.figures import (add_histogram, confusion_figure, confusion_markdown, figure_image, filter_grid,
+                            map_grid, misclassified_figure, sample_image)
 
 log = logging.getLogger(__name__)
 
 PERIODIC = ("filters", "feature_maps", "histograms")
 SWITCHES = ("confusion_matrix", "misclassified", "graph")
 DEFAULT_EVERY = 5          # the period that ``true`` stands for
-MAX_TILES = 256            # filter tiles in one grid
-MAX_MAPS = 32              # feature-map channels shown per layer
 MAX_MISCLASSIFIED = 25     # samples in the misclassified grid
-MIN_TILE_PX = 64           # small filters and maps are enlarged (nearest) to at least this many pixels
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
@@ -115,101 +113,6 @@ def make_dashboards(cfg: dict[str, Any], logger: Any) -> list[pl.Callback]:
     return [Dashboards(plan)]
 
 
-# -- rendering ---------------------------------------------------------------------------------------------------
-HISTOGRAM_BINS = 64
-
-
-def add_histogram(writer, tag: str, values: torch.Tensor, step: int) -> None:
-    """A histogram of ``values`` in ``HISTOGRAM_BINS`` equal bins between their minimum and maximum, binned where
-    the tensor lives (``torch.histc``: on the GPU only the counts travel) and written with ``add_histogram_raw``.
-    Non-finite values are left out."""
-    t = values.detach().flatten().float()
-    t = t[torch.isfinite(t)]
-    if t.numel() == 0:
-        return
-    lo, hi = (float(v) for v in torch.aminmax(t))
-    if hi > lo:
-        counts = torch.histc(t, bins=HISTOGRAM_BINS, min=lo, max=hi).tolist()
-        limits = torch.linspace(lo, hi, HISTOGRAM_BINS + 1)[1:].tolist()  # each bucket's right edge
-    else:  # a constant tensor: one bucket
-        counts, limits = [float(t.numel())], [hi]
-    writer.add_histogram_raw(tag, min=lo, max=hi, num=t.numel(), sum=float(t.sum()), sum_squares=float(t @ t),
-                             bucket_limits=limits, bucket_counts=counts, global_step=step)
-
-
-def _enlarge(tiles: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) tiles enlarged by an integer factor (nearest) so that small kernels and maps are visible."""
-    factor = max(1, math.ceil(MIN_TILE_PX / max(tiles.shape[-2:])))
-    return tiles if factor == 1 else tiles.repeat_interleave(factor, -2).repeat_interleave(factor, -1)
-
-
-def _grid(tiles: torch.Tensor, nrow: int) -> torch.Tensor:
-    """(N, C, H, W) -> (3, H', W') in [0, 1], every tile scaled to its own range; thin white separators."""
-    from torchvision.utils import make_grid
-
-    return make_grid(_enlarge(tiles.detach().float().cpu()), nrow=max(1, nrow), padding=2, normalize=True,
-                     scale_each=True, pad_value=1.0)
-
-
-def _strip(rows: torch.Tensor) -> torch.Tensor:
-    """1D signals (R, L) as one image (3, H, W) in [0, 1]: a band per signal (8 pixels, more when there are few), at
-    least 2 * MIN_TILE_PX wide."""
-    band = max(8, math.ceil(MIN_TILE_PX / rows.shape[0]))
-    image = rows.repeat_interleave(band, 0).repeat_interleave(max(1, math.ceil(2 * MIN_TILE_PX / rows.shape[1])), 1)
-    return _grid(image[None, None], 1)
-
-
-def filter_grid(weight: torch.Tensor) -> torch.Tensor:
-    """A convolution's weight as an image (3, H, W) in [0, 1].
-
-    2D: one tile per filter, RGB when the filters have 3 input channels, else one grey tile per (filter, input
-    channel) with a row per filter. 1D: one image, a row per (filter, input channel), a column per tap. 3D: a row per
-    (filter, input channel), a tile per depth slice. Large layers show their first filters (``MAX_TILES`` tiles).
-    """
-    w = weight.detach().float().cpu()
-    out_ch, in_ch = w.shape[:2]
-    if w.dim() == 3:
-        return _strip(w.reshape(out_ch * in_ch, w.shape[-1])[:MAX_TILES])
-    if w.dim() == 4:
-        if in_ch in (1, 3):  # grey or colour filters
-            return _grid(w[:MAX_TILES], math.ceil(math.sqrt(min(out_ch, MAX_TILES))))
-        per_row = min(in_ch, MAX_TILES)
-        keep = max(1, MAX_TILES // per_row)
-        return _grid(w[:keep, :per_row].reshape(-1, 1, *w.shape[-2:]), per_row)
-    if w.dim() == 5:
-        depth = w.shape[2]
-        per_row = min(depth, MAX_TILES)
-        keep = max(1, MAX_TILES // per_row)
-        slices = w.reshape(out_ch * in_ch, depth, *w.shape[-2:])[:keep, :per_row]
-        return _grid(slices.reshape(-1, 1, *w.shape[-2:]), per_row)
-    raise ValueError(f"cannot render a weight of shape {tuple(w.shape)}")
-
-
-def map_grid(maps: torch.Tensor) -> torch.Tensor:
-    """One sample's activations (C, *spatial) as an image (3, H, W) in [0, 1].
-
-    2D: a tile per channel (the first ``MAX_MAPS``); 3D: the middle depth slice of each channel; 1D: one image with a
-    row per channel. An input with 1 or 3 channels is shown as one grey or colour image.
-    """
-    m = maps.detach().float().cpu()
-    if m.dim() == 2:
-        return _strip(m[:MAX_MAPS])
-    if m.dim() == 4:
-        m = m[:, m.shape[1] // 2]
-    if m.dim() != 3:
-        raise ValueError(f"cannot render activations of shape {tuple(m.shape)}")
-    m = m[:MAX_MAPS]
-    return _grid(m[:, None], math.ceil(math.sqrt(m.shape[0])))
-
-
-def _sample_image(x: torch.Tensor) -> torch.Tensor:
-    """One input sample (C, *spatial) as an image: grey or colour when it has 1 or 3 channels, else its channels."""
-    x = x.detach().float().cpu()
-    if x.dim() == 3 and x.shape[0] in (1, 3):
-        return _grid(x[None], 1)
-    return map_grid(x)
-
-
 def conv_stages(model: nn.Module) -> list[tuple[str, str, nn.Module]]:
     """(view, description, module) for a shallow, a middle and a deep convolution layer of ``model`` (fewer when it
     has fewer). The layers are the model's top-level convolution layers (blocks that contain a convolution count)
@@ -229,88 +132,6 @@ def conv_stages(model: nn.Module) -> list[tuple[str, str, nn.Module]]:
     picks = {"shallow": 0, "middle": (n - 1) // 2, "deep": n - 1} if n >= 3 else \
         {"shallow": 0, "deep": n - 1} if n == 2 else {"shallow": 0}
     return [(view, *candidates[i]) for view, i in picks.items()]
-
-
-def confusion_figure(matrix: torch.Tensor):
-    """The confusion matrix (rows: true class, columns: predicted class) drawn with scikit-learn's display."""
-    from matplotlib.figure import Figure
-    from sklearn.metrics import ConfusionMatrixDisplay
-
-    n = matrix.shape[0]
-    size = min(3.5 + 0.3 * n, 16)
-    fig = Figure(figsize=(size, size), dpi=80)
-    ax = fig.add_subplot()
-    display = ConfusionMatrixDisplay(matrix.numpy()).plot(ax=ax, colorbar=False, include_values=n <= 30,
-                                                          cmap="Blues", values_format="d")
-    if display.text_ is not None:  # empty cells stay blank: easier to read, and cheaper to draw
-        for text, count in zip(display.text_.ravel(), matrix.flatten().tolist()):
-            text.set_visible(count != 0)
-    total = int(matrix.sum())
-    ax.set_title(f"test split: {total} samples, accuracy {int(matrix.trace()) / max(total, 1):.4f}")
-    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.08, top=0.94)
-    return fig
-
-
-def confusion_markdown(matrix: torch.Tensor) -> str:
-    """The counts as a markdown table: a row per true class, a column per predicted class."""
-    n = matrix.shape[0]
-    lines = ["| true \\ predicted | " + " | ".join(str(j) for j in range(n)) + " |",
-             "|---|" + "---:|" * n]
-    for i in range(n):
-        lines.append(f"| {i} | " + " | ".join(str(int(v)) for v in matrix[i]) + " |")
-    return "\n".join(lines)
-
-
-def _sample_tiles(x: torch.Tensor) -> torch.Tensor:
-    """Samples (N, C, *spatial) as image tiles (N, 1 or 3, H, W): 2D as they are (the first channel unless there
-    are 3), 3D as their middle depth slice, 1D as a row per channel."""
-    x = x.detach().float().cpu()
-    if x.dim() == 3:  # (N, C, L)
-        return x[:, None, :3].repeat_interleave(max(1, x.shape[-1] // 8), 2)
-    if x.dim() == 5:  # (N, C, D, H, W)
-        x = x[:, :, x.shape[2] // 2]
-    return x if x.shape[1] == 3 else x[:, :1]
-
-
-def misclassified_figure(x: torch.Tensor, y: torch.Tensor, pred: torch.Tensor):
-    """A grid of misclassified samples (each scaled to its own range), each labelled with its true and predicted
-    class. One image and a text per tile keep it cheap to draw."""
-    from matplotlib.figure import Figure
-
-    cols = min(5, x.shape[0])
-    tiles = _enlarge(_sample_tiles(x))
-    label_px, pad = 26, 4
-    grid = _grid_padded(tiles, cols, pad, label_px)
-    height, width = grid.shape[1:]
-    dpi = 100
-    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
-    ax = fig.add_axes((0, 0, 1, 1))
-    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
-    ax.set_axis_off()
-    tile_h, tile_w = tiles.shape[-2:]
-    for i in range(x.shape[0]):
-        r, c = divmod(i, cols)
-        ax.text(pad + c * (tile_w + pad), (label_px + pad) * (r + 1) + r * tile_h - 4,
-                f"true {int(y[i])}\npred {int(pred[i])}", fontsize=8, color="firebrick", va="bottom",
-                linespacing=1.0)
-    return fig
-
-
-def _grid_padded(tiles: torch.Tensor, cols: int, pad: int, label_px: int) -> torch.Tensor:
-    """``tiles`` (N, C, H, W) in rows of ``cols`` on white, each with ``label_px`` of room above it: (3, H', W')."""
-    n, _, h, w = tiles.shape
-    tiles = tiles.float()
-    low = tiles.flatten(1).min(1).values.view(-1, 1, 1, 1)
-    high = tiles.flatten(1).max(1).values.view(-1, 1, 1, 1)
-    tiles = ((tiles - low) / (high - low).clamp_min(1e-8)).expand(n, 3, h, w)
-    rows = -(-n // cols)
-    canvas = torch.ones(3, rows * (h + label_px + pad) + pad, cols * (w + pad) + pad)
-    for i in range(n):
-        r, c = divmod(i, cols)
-        top = r * (h + label_px + pad) + label_px + pad
-        left = c * (w + pad) + pad
-        canvas[:, top:top + h, left:left + w] = tiles[i]
-    return canvas
 
 
 # -- the callback ------------------------------------------------------------------------------------------------
@@ -443,7 +264,7 @@ class Dashboards(pl.Callback):
             net.train(was_training)
             for h in hooks:
                 h.remove()
-        writer.add_image("feature_maps/input", _sample_image(self._sample[0]), step)
+        writer.add_image("feature_maps/input", sample_image(self._sample[0]), step)
         for view, _, _ in stages:
             if view in seen and isinstance(seen[view], torch.Tensor):
                 writer.add_image(f"feature_maps/{view}", map_grid(seen[view][0]), step)

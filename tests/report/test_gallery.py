@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from cnnrun import ConfigError
-from cnnrun import gallery as G
+from cnnrun.layers.registry import get_layer_type
+from cnnrun.report import gallery as G
 from tests.conftest import run_cli
 
 # Table 5.3, written out from the chapter (not taken from cnnrun's table)
@@ -27,6 +28,11 @@ def grey():
     return G.load_grey(None)
 
 
+def apply_kernels(grey):
+    """Table 5.3's kernels applied to ``grey`` by cnnrun's fixed_conv layers."""
+    return G.apply_kernels(grey, G.kernel_layers(get_layer_type, tuple(grey.shape)))
+
+
 def test_default_image_is_the_china_photo_in_grey(grey):
     from sklearn.datasets import load_sample_image
 
@@ -37,7 +43,7 @@ def test_default_image_is_the_china_photo_in_grey(grey):
 
 
 def test_kernels_equal_conv2d_with_the_textbook_matrices(grey):
-    outputs = G.apply_kernels(grey)
+    outputs = apply_kernels(grey)
     assert list(outputs) == list(TEXTBOOK)
     for name, matrix in TEXTBOOK.items():
         weight = torch.tensor(matrix, dtype=torch.float32)[None, None]
@@ -53,11 +59,23 @@ def test_sharpen_and_edges_equal_scipy(grey):
     from scipy import ndimage
 
     image = grey[0].double().numpy()
-    outputs = G.apply_kernels(grey)
+    outputs = apply_kernels(grey)
     sharpen = ndimage.correlate(image, np.array(TEXTBOOK["sharpen"], dtype=np.float64), mode="constant", cval=0.0)
     assert np.abs(outputs["sharpen"][0].numpy() - sharpen).max() < 1e-5
     edges = ndimage.convolve(image, np.array(TEXTBOOK["edge_detect"], dtype=np.float64), mode="constant", cval=0.0)
     assert np.abs(outputs["edge_detect"][0].numpy() - edges).max() < 1e-5
+
+
+def test_kernel_titles_show_the_matrices_the_layers_hold():
+    """Each panel's title is the textbook matrix (integers with their common factor), read from the layer's own
+    float32 weights."""
+    tiny = torch.rand(1, 8, 8)
+    fig = G.kernels_figure(tiny, G.kernel_layers(get_layer_type, (1, 8, 8)))
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[3] == "sharpen\n[ 0 -1  0]\n[-1  5 -1]\n[ 0 -1  0]"
+    assert titles[4] == "box blur\n[1 1 1]\n[1 1 1]\n[1 1 1]  x 1/9"
+    assert titles[5] == "Gaussian blur\n[1 2 1]\n[2 4 2]\n[1 2 1]  x 1/16"
+    assert len(titles) == len(TEXTBOOK)
 
 
 def overlaps(n: int) -> np.ndarray:
@@ -75,7 +93,7 @@ def overlaps(n: int) -> np.ndarray:
 
 def test_checkerboard_transposed_is_uneven_on_a_constant_input_resize_conv_is_flat():
     c = 0.5
-    transposed, resized = G.upsample_both(torch.full((1, 12, 12), c))
+    transposed, resized = G.upsample_both(torch.full((1, 12, 12), c), get_layer_type)
     assert transposed.shape == resized.shape == (1, 24, 24)
     expected = c * 4 / 9 * np.outer(overlaps(12), overlaps(12))  # 1, 2 or 4 overlapping taps of weight 4/9
     assert np.abs(transposed[0].numpy() - expected).max() < 1e-6
@@ -90,7 +108,7 @@ def test_checkerboard_transposed_is_uneven_on_a_constant_input_resize_conv_is_fl
 def test_upsampling_layers_equal_functional_references():
     torch.manual_seed(0)
     x = torch.rand(1, 7, 9)
-    transposed, resized = G.upsample_both(x)
+    transposed, resized = G.upsample_both(x, get_layer_type)
     # the full transposed output (15 x 19) without its last row and column (TensorFlow's SAME, as in overlaps())
     ref_t = F.conv_transpose2d(x[None], torch.full((1, 1, 3, 3), 4 / 9), stride=2)[0, :, :14, :18]
     ref_r = F.conv2d(F.interpolate(x[None], scale_factor=2, mode="nearest"), torch.full((1, 1, 3, 3), 1 / 9),
@@ -116,11 +134,11 @@ def test_gallery_writes_the_png_and_logs_it(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     record = {}
-    assert G.gallery(plain(tmp_path, image=str(photo)), out, record) == {}
+    assert G.gallery(plain(tmp_path, image=str(photo)), out, record, get_layer_type) == {}
     assert record["status"] == "completed" and record["gallery"] == str(out / "gallery_kernels.png")
     with Image.open(out / "gallery_kernels.png") as image:
         assert image.format == "PNG" and image.width > 600 and image.height > 300
-    G.gallery(plain(tmp_path, kind="checkerboard", image=str(photo)), out, {})
+    G.gallery(plain(tmp_path, kind="checkerboard", image=str(photo)), out, {}, get_layer_type)
     assert (out / "gallery_checkerboard.png").is_file()
     tags = set()
     for events in (out / "tensorboard").glob("events.out.tfevents.*"):
@@ -131,7 +149,8 @@ def test_gallery_writes_the_png_and_logs_it(tmp_path):
 
 
 def test_gallery_without_tensorboard(tmp_path):
-    G.gallery(plain(tmp_path, kind="checkerboard", logger={"tensorboard": False}), tmp_path, {})
+    G.gallery(plain(tmp_path, kind="checkerboard", logger={"tensorboard": False}), tmp_path, {},
+              get_layer_type)
     assert (tmp_path / "gallery_checkerboard.png").is_file() and not (tmp_path / "tensorboard").exists()
 
 
@@ -145,7 +164,7 @@ def test_bad_kind_or_image_is_a_config_error(tmp_path, monkeypatch, keys, path, 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "NOTES").write_text("not an image")
     with pytest.raises(ConfigError) as err:
-        G.gallery(plain(tmp_path, **keys), tmp_path, {})
+        G.gallery(plain(tmp_path, **keys), tmp_path, {}, get_layer_type)
     assert err.value.path == path and message in err.value.message
 
 

@@ -1,5 +1,6 @@
 """The dashboards callback: what it writes to TensorBoard, checked by reading the event files back and against
-independent computations (the checkpoint's weights, sklearn's confusion matrix, the layers' own outputs)."""
+independent computations (the checkpoint's weights, sklearn's confusion matrix, the layers' own outputs). The
+pictures' own rendering is tested in tests/test_figures.py."""
 import io
 import json
 import math
@@ -11,8 +12,10 @@ import torch
 
 from cnnrun import ConfigError, compose, run
 from cnnrun.config import to_plain
+from cnnrun.figures import MIN_TILE_PX
 from cnnrun.train import dashboards as D
 from tests.conftest import QUIET
+from tests.test_figures import block_centres, scaled, tile
 
 EVERY_EPOCH = ["logger.dashboards.filters.every_n_epochs=1", "logger.dashboards.feature_maps.every_n_epochs=1",
                "logger.dashboards.histograms.every_n_epochs=1"]
@@ -49,24 +52,6 @@ def png(event) -> np.ndarray:
 
     with Image.open(io.BytesIO(event.encoded_image_string)) as image:
         return np.array(image.convert("RGB"))
-
-
-def scaled(values: torch.Tensor) -> np.ndarray:
-    """Min-max scaled to [0, 255], as the grids show each tile."""
-    v = values.double()
-    return ((v - v.min()) / (v.max() - v.min()) * 255).numpy()
-
-
-def tile(image: np.ndarray, index: int, nrow: int, size: int, pad: int = 2) -> np.ndarray:
-    """Tile ``index`` of a torchvision grid (tiles of ``size`` px, ``pad`` px apart), grey channel."""
-    r, c = divmod(index, nrow)
-    top, left = pad + r * (size + pad), pad + c * (size + pad)
-    return image[top:top + size, left:left + size, 0].astype(np.float64)
-
-
-def block_centres(t: np.ndarray, factor: int) -> np.ndarray:
-    """One pixel per enlarged cell of a tile (nearest enlargement by ``factor``)."""
-    return t[factor // 2::factor, factor // 2::factor]
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +120,7 @@ def test_filter_grid_shows_the_first_layers_weights(all_on):
     net, _ = trained_model(out, "last.ckpt")
     weight = net.layers[0].weight.detach()  # (6, 1, 5, 5)
     image = png(ev["images"]["filters/first_layer"][-1])
-    factor = math.ceil(D.MIN_TILE_PX / 5)
+    factor = math.ceil(MIN_TILE_PX / 5)
     size, nrow = 5 * factor, math.ceil(math.sqrt(6))
     assert image.shape[:2] == (2 * (size + 2) + 2, nrow * (size + 2) + 2)
     for i in range(6):
@@ -153,7 +138,7 @@ def test_feature_maps_are_the_deep_layers_output_on_a_fixed_validation_sample(al
         net(x[:1])
     maps = seen["deep"][0]  # (16, 10, 10)
     image = png(ev["images"]["feature_maps/deep"][-1])
-    factor = math.ceil(D.MIN_TILE_PX / 10)
+    factor = math.ceil(MIN_TILE_PX / 10)
     for channel in (0, 7, 15):
         shown = block_centres(tile(image, channel, 4, 10 * factor), factor)
         assert np.abs(shown - scaled(maps[channel])).max() <= 1.01, channel
@@ -271,25 +256,6 @@ def test_bad_settings_stop_the_run_before_data_or_training(tmp_path):
     assert record["status"] == "failed" and "data_sizes" not in record and "fit_s" not in record
 
 
-def test_rendering_of_1d_and_3d_layers():
-    torch.manual_seed(0)
-    w1 = torch.randn(4, 2, 5)  # Conv1d: a band per (filter, input channel), a column block per tap
-    image = (D.filter_grid(w1)[0] * 255).numpy()
-    band, col = 8, math.ceil(2 * D.MIN_TILE_PX / 5)
-    assert image.shape == (4 * 2 * band, 5 * col)  # a single image: no grid padding
-    shown = image[band // 2::band, col // 2::col]
-    assert np.abs(shown - scaled(w1.reshape(8, 5))).max() < 0.01
-    w3 = torch.randn(2, 1, 3, 5, 5)  # Conv3d: a row per filter, a tile per depth slice
-    image = (D.filter_grid(w3)[0] * 255).numpy()
-    factor = math.ceil(D.MIN_TILE_PX / 5)
-    size = 5 * factor
-    assert image.shape == (2 * (size + 2) + 2, 3 * (size + 2) + 2)
-    shown = block_centres(tile(image[..., None], 1 * 3 + 2, 3, size), factor)  # filter 1, depth slice 2
-    assert np.abs(shown - scaled(w3[1, 0, 2])).max() < 0.01
-    assert D.map_grid(torch.randn(3, 40)).shape[0] == 3  # 1D maps: one band image
-    assert D.map_grid(torch.randn(5, 4, 9, 9)).shape == D.map_grid(torch.randn(5, 9, 9)).shape  # 3D: middle slice
-
-
 def test_conv_stages_pick_shallow_middle_and_deep():
     from cnnrun import build_model
 
@@ -301,27 +267,6 @@ def test_conv_stages_pick_shallow_middle_and_deep():
         ("shallow", "model.layers[0] (conv)"), ("middle", "model.layers[4] (conv)"),
         ("deep", "model.layers[8] (conv)")]
     assert all(module is net.layers[int(desc.split("[")[1].split("]")[0])] for _, desc, module in stages)
-
-
-def test_histogram_bins_match_numpy():
-    class Capture:
-        def add_histogram_raw(self, tag, **kwargs):
-            self.kwargs = kwargs
-
-    torch.manual_seed(0)
-    values = torch.randn(5000) * 3 + 1
-    writer = Capture()
-    D.add_histogram(writer, "w", torch.cat([values, torch.tensor([float("nan"), float("inf")])]), 7)
-    k = writer.kwargs
-    counts, edges = np.histogram(values.numpy(), bins=D.HISTOGRAM_BINS)
-    assert k["num"] == 5000 and k["global_step"] == 7  # the non-finite values are left out
-    assert np.array_equal(np.array(k["bucket_counts"]), counts)
-    assert np.allclose(k["bucket_limits"], edges[1:], rtol=0, atol=1e-5)
-    assert k["min"] == pytest.approx(values.min().item()) and k["max"] == pytest.approx(values.max().item())
-    assert k["sum"] == pytest.approx(values.double().sum().item(), rel=1e-5)
-    assert k["sum_squares"] == pytest.approx((values.double() ** 2).sum().item(), rel=1e-5)
-    D.add_histogram(writer, "c", torch.full((4,), 2.5), 0)  # a constant: one bucket
-    assert writer.kwargs["bucket_counts"] == [4.0] and writer.kwargs["bucket_limits"] == [2.5]
 
 
 def test_ddp_confusion_matrix_covers_the_whole_test_split(tmp_path):

@@ -7,18 +7,25 @@
   grey image: the transposed convolution's uneven kernel overlap paints a checkerboard, resize-convolution does not.
 
 Writes ``gallery_<kind>.png`` into the run folder and logs it to TensorBoard (tag ``gallery/<kind>``).
+
+The layers come from the caller as ``layer_type`` (a name -> its layer type, whose ``build(in_shape, args)`` returns
+``(module, out_shape)``: ``cnnrun.layers.registry.get_layer_type``), so that the report package knows nothing of the
+layers' modules.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from cnnrun.config import check_root
 from cnnrun.errors import ConfigError, did_you_mean
 
 if TYPE_CHECKING:  # torch loads when a picture is drawn, after the settings are checked
     import torch
+
+LayerType = Callable[[str], Any]  # a layer type by name; its build(in_shape, args) returns (module, out_shape)
 
 KINDS = ("kernels", "checkerboard")
 TITLES = {"identity": "identity (original image)", "edge_detect": "edge detection (edge differences)",
@@ -27,15 +34,6 @@ TITLES = {"identity": "identity (original image)", "edge_detect": "edge detectio
 UPSAMPLE_KERNEL = 3
 UPSAMPLE_STRIDE = 2
 CHECKER_SIZE = 64  # the photo is shrunk to this height for the checkerboard, so that single pixels stay visible
-
-
-def figure_image(fig) -> np.ndarray:
-    """A matplotlib Figure rendered with the Agg canvas: (3, H, W) uint8 (no pyplot, no global backend change)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    return np.ascontiguousarray(np.asarray(canvas.buffer_rgba())[..., :3].transpose(2, 0, 1))
 
 
 def check_image(image: Any) -> Path | None:
@@ -77,25 +75,25 @@ def load_grey(image: str | None) -> torch.Tensor:
     return rgb_to_grayscale(rgb.float() / 255.0)
 
 
-def _layer(name: str, in_shape: tuple[int, ...], **args: Any) -> torch.nn.Module:
-    from cnnrun.layers.registry import get_layer_type
-
-    module, _ = get_layer_type(name).build(in_shape, args)
+def _layer(layer_type: LayerType, name: str, in_shape: tuple[int, ...], **args: Any) -> torch.nn.Module:
+    module, _ = layer_type(name).build(in_shape, args)
     return module.eval()
 
 
-def apply_kernels(grey: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Table 5.3: every kernel of ``fixed_conv`` applied to ``grey`` (1, H, W); zero padding keeps the size."""
+def kernel_layers(layer_type: LayerType, in_shape: tuple[int, ...]) -> dict[str, torch.nn.Module]:
+    """Table 5.3: a ``fixed_conv`` layer for ``in_shape`` per kernel; zero padding keeps the size."""
+    return {name: _layer(layer_type, "fixed_conv", tuple(in_shape), kernel=name) for name in TITLES}
+
+
+def apply_kernels(grey: torch.Tensor, layers: dict[str, torch.nn.Module]) -> dict[str, torch.Tensor]:
+    """Every kernel layer of :func:`kernel_layers` applied to ``grey`` (1, H, W)."""
     import torch
 
-    from cnnrun.layers.conv import FIXED_KERNELS
-
-    shape = tuple(grey.shape)
     with torch.no_grad():
-        return {name: _layer("fixed_conv", shape, kernel=name)(grey[None])[0] for name in FIXED_KERNELS}
+        return {name: layer(grey[None])[0] for name, layer in layers.items()}
 
 
-def upsample_both(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def upsample_both(x: torch.Tensor, layer_type: LayerType) -> tuple[torch.Tensor, torch.Tensor]:
     """``x`` (1, H, W) upsampled x2 two ways, both (1, 2H, 2W) with uniform weights of gain 1.
 
     Transposed convolution (stride 2, kernel 3, padding same, TensorFlow's: the full output's surplus last row and
@@ -107,18 +105,19 @@ def upsample_both(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     shape = tuple(x.shape)
     k, s = UPSAMPLE_KERNEL, UPSAMPLE_STRIDE
-    transposed = _layer("transposed_conv", shape, out_channels=1, kernel_size=k, stride=s, padding="same", bias=False)
-    resize = _layer("upsample_conv", shape, out_channels=1, scale_factor=s, mode="nearest", kernel_size=k,
-                    padding="same", bias=False)
+    transposed = _layer(layer_type, "transposed_conv", shape, out_channels=1, kernel_size=k, stride=s,
+                        padding="same", bias=False)
+    resize = _layer(layer_type, "upsample_conv", shape, out_channels=1, scale_factor=s, mode="nearest",
+                    kernel_size=k, padding="same", bias=False)
     with torch.no_grad():
         transposed.weight.fill_(s * s / (k * k))
         resize[1].weight.fill_(1.0 / (k * k))
         return transposed(x[None])[0], resize(x[None])[0]
 
 
-def _matrix_text(matrix: list[list[float]]) -> str:
+def _matrix_text(matrix: np.ndarray) -> str:
     """A kernel as rows of integers, with its common factor (1/9, 1/16) when it has one."""
-    values = np.array(matrix, dtype=np.float64)
+    values = np.asarray(matrix, dtype=np.float64)
     for denominator in range(1, 65):
         scaled = values * denominator
         if np.allclose(scaled, np.round(scaled), atol=1e-9):
@@ -130,13 +129,12 @@ def _matrix_text(matrix: list[list[float]]) -> str:
     return rows + (f"  x 1/{denominator}" if denominator > 1 else "")
 
 
-def kernels_figure(grey: torch.Tensor, outputs: dict[str, torch.Tensor]):
-    """A grid of the convolved images, each titled with its kernel; grey levels clipped to [0, 1] as an image
-    editor shows them."""
-    from matplotlib.figure import Figure
+def kernels_figure(grey: torch.Tensor, layers: dict[str, torch.nn.Module]):
+    """A grid of ``grey`` convolved by each kernel layer, titled with the kernel the layer holds; grey levels clipped
+    to [0, 1] as an image editor shows them."""
+    from matplotlib.figure import Figure  # matplotlib: only when a picture is drawn
 
-    from cnnrun.layers.conv import FIXED_KERNELS
-
+    outputs = apply_kernels(grey, layers)
     height, width = grey.shape[-2:]
     cols = 3
     rows = -(-len(outputs) // cols)
@@ -146,20 +144,20 @@ def kernels_figure(grey: torch.Tensor, outputs: dict[str, torch.Tensor]):
     for i, (name, image) in enumerate(outputs.items()):
         ax = fig.add_subplot(rows, cols, i + 1)
         ax.imshow(image[0].clamp(0, 1).numpy(), cmap="gray", vmin=0.0, vmax=1.0)
-        ax.set_title(f"{TITLES.get(name, name)}\n{_matrix_text(FIXED_KERNELS[name])}", fontsize=9,
-                     family="monospace")
+        kernel = layers[name].weight[0, 0].detach().numpy()  # (channels, 1, kh, kw): every channel's is the same
+        ax.set_title(f"{TITLES.get(name, name)}\n{_matrix_text(kernel)}", fontsize=9, family="monospace")
         ax.set_axis_off()
     fig.suptitle("Table 5.3: fixed_conv kernels (3x3, zero padding)", fontsize=12)
     fig.tight_layout()
     return fig
 
 
-def checkerboard_figure(grey: torch.Tensor):
+def checkerboard_figure(grey: torch.Tensor, layer_type: LayerType):
     """Transposed convolution against resize-convolution on a constant image, on the (shrunk) photo, and the
     constant image's middle rows as profiles."""
     import torch
     import torch.nn.functional as F
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # matplotlib: only when a picture is drawn
 
     height, width = grey.shape[-2:]
     small_w = max(1, round(width * CHECKER_SIZE / height))
@@ -171,7 +169,7 @@ def checkerboard_figure(grey: torch.Tensor):
                f"upsample_conv (nearest x{UPSAMPLE_STRIDE}, then {UPSAMPLE_KERNEL}x{UPSAMPLE_KERNEL}, uniform)")
     profiles = {}
     for r, (label, x) in enumerate((("constant 0.5", constant), ("photo", photo))):
-        transposed, resized = upsample_both(x)
+        transposed, resized = upsample_both(x, layer_type)
         images = (x, transposed, resized)
         low = min(float(im.min()) for im in images)
         high = max(float(im.max()) for im in images)
@@ -198,10 +196,9 @@ def checkerboard_figure(grey: torch.Tensor):
     return fig
 
 
-def gallery(plain: dict[str, Any], run_dir: Path, record: dict[str, Any]) -> dict[str, float]:
-    """Draw the gallery picture of ``plain['kind']`` into ``run_dir`` (and TensorBoard); returns no metrics."""
-    from cnnrun.config import check_root
-
+def gallery(plain: dict[str, Any], run_dir: Path, record: dict[str, Any], layer_type: LayerType) -> dict[str, float]:
+    """Draw the gallery picture of ``plain['kind']`` with the layers of ``layer_type`` into ``run_dir`` (and
+    TensorBoard); returns no metrics."""
     check_root(plain)
     kind = plain.get("kind", "kernels")
     if kind not in KINDS:
@@ -209,11 +206,16 @@ def gallery(plain: dict[str, Any], run_dir: Path, record: dict[str, Any]) -> dic
                                   f"(known: {', '.join(KINDS)})")
     check_image(plain.get("image"))  # before anything heavy loads
     grey = load_grey(plain.get("image"))
-    fig = kernels_figure(grey, apply_kernels(grey)) if kind == "kernels" else checkerboard_figure(grey)
+    if kind == "kernels":
+        fig = kernels_figure(grey, kernel_layers(layer_type, tuple(grey.shape)))
+    else:
+        fig = checkerboard_figure(grey, layer_type)
     png = run_dir / f"gallery_{kind}.png"
     fig.savefig(png)
     if (plain.get("logger") or {}).get("tensorboard", False):
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # TensorBoard: only when the picture is logged
+
+        from cnnrun.figures import figure_image  # imports torch: not before the settings are checked
 
         with SummaryWriter(log_dir=str(run_dir / "tensorboard")) as writer:
             writer.add_image(f"gallery/{kind}", figure_image(fig), 0)

@@ -1,0 +1,203 @@
+"""Pictures of tensors, shared by the dashboards (``cnnrun.train.dashboards``) and the report (``cnnrun.report``).
+
+Image grids (torchvision's ``make_grid``: padding and row wrapping) of filters, feature maps and samples, the
+confusion matrix and misclassified samples as figures, histograms for TensorBoard, and a figure rendered to an image
+array. Low level: it imports no other cnnrun module. matplotlib, scikit-learn and torchvision load when a picture is
+drawn, so that a run with every dashboard off never loads them.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+MAX_TILES = 256            # filter tiles in one grid
+MAX_MAPS = 32              # feature-map channels shown per layer
+MIN_TILE_PX = 64           # small filters and maps are enlarged (nearest) to at least this many pixels
+HISTOGRAM_BINS = 64
+GRID_PAD = 2               # white pixels between the tiles of a grid
+LABEL_PX = 26              # room above each misclassified sample for its labels
+LABEL_PAD = 4              # white pixels between misclassified samples
+
+
+def figure_image(fig) -> np.ndarray:
+    """A matplotlib Figure rendered with the Agg canvas: (3, H, W) uint8 (no pyplot, no global backend change)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # matplotlib: only when a figure is drawn
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.ascontiguousarray(np.asarray(canvas.buffer_rgba())[..., :3].transpose(2, 0, 1))
+
+
+# -- image grids -------------------------------------------------------------------------------------------------
+def enlarge(tiles: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) tiles enlarged by an integer factor (nearest) so that small kernels and maps are visible."""
+    factor = max(1, math.ceil(MIN_TILE_PX / max(tiles.shape[-2:])))
+    return tiles if factor == 1 else tiles.repeat_interleave(factor, -2).repeat_interleave(factor, -1)
+
+
+def scale_each(tiles: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) tiles, each min-max scaled to [0, 1] over all its channels (as ``make_grid(normalize=True,
+    scale_each=True)`` does; a constant tile becomes 0)."""
+    low = tiles.amin(dim=(1, 2, 3), keepdim=True)
+    high = tiles.amax(dim=(1, 2, 3), keepdim=True)
+    return (tiles - low) / (high - low).clamp_min(1e-5)
+
+
+def image_grid(tiles: torch.Tensor, nrow: int, *, label_px: int = 0, pad: int = GRID_PAD) -> torch.Tensor:
+    """(N, C, H, W) -> (3, H', W') in [0, 1]: tiles enlarged, each scaled to its own range, in rows of ``nrow`` on
+    white, ``pad`` pixels apart and ``label_px`` white pixels above each tile. A single tile without labels comes
+    back unpadded."""
+    from torchvision.utils import make_grid  # torchvision: only when a grid is drawn
+
+    tiles = scale_each(enlarge(tiles.detach().float().cpu()))
+    if label_px:
+        tiles = torch.nn.functional.pad(tiles, (0, 0, label_px, 0), value=1.0)
+    grid = make_grid(tiles, nrow=max(1, nrow), padding=pad, pad_value=1.0)
+    if label_px and len(tiles) == 1:  # make_grid returns a lone tile without its frame; a labelled one keeps it
+        grid = torch.nn.functional.pad(grid, (pad, pad, pad, pad), value=1.0)
+    return grid
+
+
+def signal_strip(rows: torch.Tensor) -> torch.Tensor:
+    """1D signals (R, L) as one image (3, H, W) in [0, 1]: a band per signal (8 pixels, more when there are few), at
+    least 2 * MIN_TILE_PX wide."""
+    band = max(8, math.ceil(MIN_TILE_PX / rows.shape[0]))
+    image = rows.repeat_interleave(band, 0).repeat_interleave(max(1, math.ceil(2 * MIN_TILE_PX / rows.shape[1])), 1)
+    return image_grid(image[None, None], 1)
+
+
+def filter_grid(weight: torch.Tensor) -> torch.Tensor:
+    """A convolution's weight as an image (3, H, W) in [0, 1].
+
+    2D: one tile per filter, RGB when the filters have 3 input channels, else one grey tile per (filter, input
+    channel) with a row per filter. 1D: one image, a row per (filter, input channel), a column per tap. 3D: a row per
+    (filter, input channel), a tile per depth slice. Large layers show their first filters (``MAX_TILES`` tiles).
+    """
+    w = weight.detach().float().cpu()
+    out_ch, in_ch = w.shape[:2]
+    if w.dim() == 3:
+        return signal_strip(w.reshape(out_ch * in_ch, w.shape[-1])[:MAX_TILES])
+    if w.dim() == 4:
+        if in_ch in (1, 3):  # grey or colour filters
+            return image_grid(w[:MAX_TILES], math.ceil(math.sqrt(min(out_ch, MAX_TILES))))
+        per_row = min(in_ch, MAX_TILES)
+        keep = max(1, MAX_TILES // per_row)
+        return image_grid(w[:keep, :per_row].reshape(-1, 1, *w.shape[-2:]), per_row)
+    if w.dim() == 5:
+        depth = w.shape[2]
+        per_row = min(depth, MAX_TILES)
+        keep = max(1, MAX_TILES // per_row)
+        slices = w.reshape(out_ch * in_ch, depth, *w.shape[-2:])[:keep, :per_row]
+        return image_grid(slices.reshape(-1, 1, *w.shape[-2:]), per_row)
+    raise ValueError(f"cannot render a weight of shape {tuple(w.shape)}")
+
+
+def map_grid(maps: torch.Tensor) -> torch.Tensor:
+    """One sample's activations (C, *spatial) as an image (3, H, W) in [0, 1].
+
+    2D: a tile per channel (the first ``MAX_MAPS``); 3D: the middle depth slice of each channel; 1D: one image with a
+    row per channel.
+    """
+    m = maps.detach().float().cpu()
+    if m.dim() == 2:
+        return signal_strip(m[:MAX_MAPS])
+    if m.dim() == 4:
+        m = m[:, m.shape[1] // 2]
+    if m.dim() != 3:
+        raise ValueError(f"cannot render activations of shape {tuple(m.shape)}")
+    m = m[:MAX_MAPS]
+    return image_grid(m[:, None], math.ceil(math.sqrt(m.shape[0])))
+
+
+def sample_image(x: torch.Tensor) -> torch.Tensor:
+    """One input sample (C, *spatial) as an image: grey or colour when it has 1 or 3 channels, else its channels."""
+    x = x.detach().float().cpu()
+    if x.dim() == 3 and x.shape[0] in (1, 3):
+        return image_grid(x[None], 1)
+    return map_grid(x)
+
+
+def sample_tiles(x: torch.Tensor) -> torch.Tensor:
+    """Samples (N, C, *spatial) as image tiles (N, 1 or 3, H, W): 2D as they are (the first channel unless there
+    are 3), 3D as their middle depth slice, 1D as a row per channel."""
+    x = x.detach().float().cpu()
+    if x.dim() == 3:  # (N, C, L)
+        return x[:, None, :3].repeat_interleave(max(1, x.shape[-1] // 8), 2)
+    if x.dim() == 5:  # (N, C, D, H, W)
+        x = x[:, :, x.shape[2] // 2]
+    return x if x.shape[1] == 3 else x[:, :1]
+
+
+# -- figures -----------------------------------------------------------------------------------------------------
+def confusion_figure(matrix: torch.Tensor):
+    """The confusion matrix (rows: true class, columns: predicted class) drawn with scikit-learn's display."""
+    from matplotlib.figure import Figure  # matplotlib and scikit-learn: only when a figure is drawn
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    n = matrix.shape[0]
+    size = min(3.5 + 0.3 * n, 16)
+    fig = Figure(figsize=(size, size), dpi=80)
+    ax = fig.add_subplot()
+    display = ConfusionMatrixDisplay(matrix.numpy()).plot(ax=ax, colorbar=False, include_values=n <= 30,
+                                                          cmap="Blues", values_format="d")
+    if display.text_ is not None:  # empty cells stay blank: easier to read, and cheaper to draw
+        for text, count in zip(display.text_.ravel(), matrix.flatten().tolist()):
+            text.set_visible(count != 0)
+    total = int(matrix.sum())
+    ax.set_title(f"test split: {total} samples, accuracy {int(matrix.trace()) / max(total, 1):.4f}")
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.08, top=0.94)
+    return fig
+
+
+def confusion_markdown(matrix: torch.Tensor) -> str:
+    """The counts as a markdown table: a row per true class, a column per predicted class."""
+    n = matrix.shape[0]
+    lines = ["| true \\ predicted | " + " | ".join(str(j) for j in range(n)) + " |",
+             "|---|" + "---:|" * n]
+    for i in range(n):
+        lines.append(f"| {i} | " + " | ".join(str(int(v)) for v in matrix[i]) + " |")
+    return "\n".join(lines)
+
+
+def misclassified_figure(x: torch.Tensor, y: torch.Tensor, pred: torch.Tensor):
+    """A grid of misclassified samples (each scaled to its own range), each labelled with its true and predicted
+    class. One image and a text per tile keep it cheap to draw."""
+    from matplotlib.figure import Figure  # matplotlib: only when a figure is drawn
+
+    cols = min(5, x.shape[0])
+    tiles = enlarge(sample_tiles(x))
+    grid = image_grid(tiles, cols, label_px=LABEL_PX, pad=LABEL_PAD)
+    height, width = grid.shape[1:]
+    dpi = 100
+    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax.set_axis_off()
+    tile_h, tile_w = tiles.shape[-2:]
+    for i in range(x.shape[0]):
+        r, c = divmod(i, cols)
+        ax.text(LABEL_PAD + c * (tile_w + LABEL_PAD), (LABEL_PX + LABEL_PAD) * (r + 1) + r * tile_h - 4,
+                f"true {int(y[i])}\npred {int(pred[i])}", fontsize=8, color="firebrick", va="bottom",
+                linespacing=1.0)
+    return fig
+
+
+# -- histograms --------------------------------------------------------------------------------------------------
+def add_histogram(writer, tag: str, values: torch.Tensor, step: int) -> None:
+    """A histogram of ``values`` in ``HISTOGRAM_BINS`` equal bins between their minimum and maximum, binned where
+    the tensor lives (``torch.histc``: on the GPU only the counts travel) and written with the TensorBoard writer's
+    ``add_histogram_raw``. Non-finite values are left out."""
+    t = values.detach().flatten().float()
+    t = t[torch.isfinite(t)]
+    if t.numel() == 0:
+        return
+    lo, hi = (float(v) for v in torch.aminmax(t))
+    if hi > lo:
+        counts = torch.histc(t, bins=HISTOGRAM_BINS, min=lo, max=hi).tolist()
+        limits = torch.linspace(lo, hi, HISTOGRAM_BINS + 1)[1:].tolist()  # each bucket's right edge
+    else:  # a constant tensor: one bucket
+        counts, limits = [float(t.numel())], [hi]
+    writer.add_histogram_raw(tag, min=lo, max=hi, num=t.numel(), sum=float(t.sum()), sum_squares=float(t @ t),
+                             bucket_limits=limits, bucket_counts=counts, global_step=step)

@@ -1,0 +1,50 @@
+"""Reading a fabricated sweep's run folders: labels, the overrides every job shares, statuses, grouping, the
+reference of each configuration and the fingerprints of effective configs."""
+import json
+
+import pytest
+
+from cnnrun.report.runs import group_jobs, read_sweep, reference_of, val_curve
+from tests.report.fakes import fake_job, methods_sweep, resolved
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    methods_sweep(root)
+    return root
+
+
+def test_jobs_are_labelled_by_what_varies(sweep):
+    jobs, common = read_sweep(sweep)
+    assert common == ["trainer.max_epochs=2"] and {j.config for j in jobs} == {"baseline", "augment", "dropout"}
+    assert [j.dir.name for j in jobs] == [str(i) for i in range(8)]
+    assert [j.status for j in jobs][-2:] == ["failed", "unfinished"]  # the killed job is still listed
+    assert [j.seed for j in jobs] == [1, 2, 3, 1, 2, 3, 1, "2"]  # the killed job's seed from its overrides
+
+
+def test_groups_and_their_reference(sweep):
+    groups = group_jobs(read_sweep(sweep)[0])
+    assert [(g.config, len(g.jobs), len(g.ok)) for g in groups] == [("baseline", 3, 3), ("augment", 3, 3),
+                                                                     ("dropout", 2, 0)]
+    assert groups[1].values("test/acc") == {1: 0.80, 2: 0.90, 3: 0.85}
+    assert all(reference_of(g, groups) is groups[0] for g in groups)  # baseline, in a comparison of methods
+
+
+def test_fingerprints_ignore_the_seed_and_run_specific_keys(tmp_path):
+    fake_job(tmp_path, 0, "baseline", 1, 0.8, config=resolved(1, "baseline"))
+    fake_job(tmp_path, 1, "baseline", 2, 0.8, config=resolved(2, "baseline"))
+    fake_job(tmp_path, 2, "baseline", 3, 0.8, config=resolved(3, "baseline", weight_decay=5e-4))
+    fake_job(tmp_path, 3, "baseline", 4, 0.8)  # no config.yaml
+    (tmp_path / "4").mkdir()
+    (tmp_path / "4" / "config.yaml").write_text("seed: [1,\n")  # half written by a killed job
+    (tmp_path / "4" / "metrics.json").write_text(json.dumps({"status": "failed"}))
+    jobs, _ = read_sweep(tmp_path)
+    prints = [j.effective for j in jobs]
+    assert prints[0] == prints[1] != prints[2] and prints[3] is None and prints[4] is None
+
+
+def test_validation_curve_from_the_history(sweep):
+    jobs, _ = read_sweep(sweep)
+    assert val_curve(jobs[0]) == [(0, pytest.approx(0.60)), (1, pytest.approx(0.70))]
+    assert val_curve(jobs[7]) == []  # killed: no history, no TensorBoard events
