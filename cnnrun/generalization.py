@@ -16,6 +16,7 @@ Each method records itself under ``generalization.<name>`` and declares there wh
 - parameters of the appliers below, which scale a value the run already has (``width_factor``,
   ``train_fraction_factor`` ...) or check that the method applies (``dropout``, ``balance``). They act on the
   composed config before it is resolved, so that interpolations such as ``${model.width}`` see the new value.
+  Appliers live in :data:`APPLIERS` (``@APPLIERS.register("lr_factor", changes=("optim.lr",))`` adds one).
 
 Precedence, lowest first: the config files, the neutral recipe, the methods, the command line. A neutral-recipe key
 set on the command line keeps its value (compare methods on your own recipe: ``optim.weight_decay=1e-4``); a key that
@@ -28,13 +29,13 @@ from __future__ import annotations
 import copy
 import json
 import math
-from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cnnrun.config import command_line, to_plain
 from cnnrun.errors import ConfigError, did_you_mean
+from cnnrun.registry import Registry
 
 # What the run starts from when methods are chosen: each knob some method switches on, switched off. A knob that a
 # config lacks stays absent (absent means off wherever it is read).
@@ -54,6 +55,13 @@ RUN_SPECIFIC_KEYS = ("seed", "ckpt_path", "hydra", "generalization", "data.stats
 
 
 # -- appliers: method parameters that act on the values the run already has ---------------------------------------
+# name -> apply(config, value, the method's parameters, its key), registered with ``changes`` (the keys it changes,
+# named when it has no effect) and ``assigns`` (it sets its keys whatever their value, so the command line cannot
+# set them too)
+APPLIERS = Registry("generalization parameter", inputs=4,
+                    inputs_doc="the config, the value, the method's parameters and its key")
+
+
 def _number(value, key: str, *, positive: bool = True) -> float:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or \
             (positive and value <= 0):
@@ -70,34 +78,41 @@ def _model_key(cfg: DictConfig, key: str, where: str) -> Any:
     return model[key]
 
 
+@APPLIERS.register("train_fraction_factor", changes=("data.train_fraction",))
 def _train_fraction(cfg: DictConfig, factor, params: dict, where: str) -> None:
     f = _number(factor, where)
     cfg.data.train_fraction = min(1.0, float(cfg.data.get("train_fraction", 1.0)) * f)
 
 
-LR_RULES = ("linear", "sqrt", "none")
+# batch_size_factor's learning-rate rules: what the factor does to the learning rate (none: leaves it as it is)
+LR_RULES = {"linear": lambda f: f, "sqrt": math.sqrt, "none": None}
 
 
+@APPLIERS.register("batch_size_factor", changes=("data.batch_size", "optim.lr"))
 def _batch_size(cfg: DictConfig, factor, params: dict, where: str) -> None:
     """Batch size x factor, and the learning rate with it by the method's ``lr_scaling`` rule (linear by default)."""
     f = _number(factor, where)
     cfg.data.batch_size = max(1, int(round(cfg.data.batch_size * f)))
     rule = params.get("lr_scaling", "linear")
-    if rule != "none":
-        cfg.optim.lr = float(cfg.optim.lr) * (f if rule == "linear" else math.sqrt(f))
+    _lr_scaling(cfg, rule, params, f"{where.rpartition('.')[0]}.lr_scaling")
+    if LR_RULES[rule] is not None:
+        cfg.optim.lr = float(cfg.optim.lr) * LR_RULES[rule](f)
 
 
+@APPLIERS.register("lr_scaling", changes=())
 def _lr_scaling(cfg: DictConfig, rule, params: dict, where: str) -> None:
     """The learning-rate rule that goes with a batch-size factor (applied with it, by ``_batch_size``)."""
-    if rule not in LR_RULES:
+    if not isinstance(rule, str) or rule not in LR_RULES:
         raise ConfigError(where, f"must be one of {', '.join(LR_RULES)}, got {rule!r}")
 
 
+@APPLIERS.register("width_factor", changes=("model.width",))
 def _width(cfg: DictConfig, factor, params: dict, where: str) -> None:
     f = _number(factor, where)
     cfg.model.width = float(_number(_model_key(cfg, "width", where), "model.width")) * f
 
 
+@APPLIERS.register("depth_factor", changes=("model.depth",))
 def _depth(cfg: DictConfig, factor, params: dict, where: str) -> None:
     f = _number(factor, where)
     depth = _model_key(cfg, "depth", where)
@@ -105,6 +120,7 @@ def _depth(cfg: DictConfig, factor, params: dict, where: str) -> None:
     cfg.model.depth = max(1, int(round(scaled))) if isinstance(depth, int) else scaled
 
 
+@APPLIERS.register("dropout", changes=("model.dropout",), assigns=True)
 def _dropout(cfg: DictConfig, p, params: dict, where: str) -> None:
     if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0 <= p < 1:
         raise ConfigError(where, f"must be a probability in [0, 1), got {p!r}")
@@ -112,6 +128,7 @@ def _dropout(cfg: DictConfig, p, params: dict, where: str) -> None:
     cfg.model.dropout = float(p)
 
 
+@APPLIERS.register("balance", changes=("data.balance",), assigns=True)
 def _balance(cfg: DictConfig, how, params: dict, where: str) -> None:
     ways = ("sampler", "loss_weights")
     if how not in ways:
@@ -125,23 +142,21 @@ def _balance(cfg: DictConfig, how, params: dict, where: str) -> None:
         cfg.data.balance = how
 
 
-@dataclass(frozen=True)
-class Applier:
-    apply: Callable[[DictConfig, Any, dict, str], None]  # (config, value, the method's parameters, its key)
-    changes: tuple[str, ...]  # the keys it changes, named when it has no effect
-    assigns: bool = False  # sets its keys whatever their value (so the command line cannot set them too)
+def _parameters() -> tuple[str, ...]:
+    """The keys a method may have: its description, its ``set`` mapping and the appliers' parameters."""
+    return ("description", "set", *APPLIERS)
 
 
-APPLIERS: dict[str, Applier] = {
-    "train_fraction_factor": Applier(_train_fraction, ("data.train_fraction",)),
-    "batch_size_factor": Applier(_batch_size, ("data.batch_size", "optim.lr")),
-    "lr_scaling": Applier(_lr_scaling, ()),
-    "width_factor": Applier(_width, ("model.width",)),
-    "depth_factor": Applier(_depth, ("model.depth",)),
-    "dropout": Applier(_dropout, ("model.dropout",), assigns=True),
-    "balance": Applier(_balance, ("data.balance",), assigns=True),
-}
-PARAMETERS = ("description", "set", *APPLIERS)
+def _changes(parameter: str) -> tuple[str, ...]:
+    """The keys that the applier of ``parameter`` changes (none when it is no applier's)."""
+    return APPLIERS.get(parameter).metadata.get("changes", ()) if parameter in APPLIERS else ()
+
+
+def _applier_keys(params: dict, assigning: bool) -> list[str]:
+    """The keys that the method's appliers change: those of the appliers that assign their keys (or of the
+    others)."""
+    return [key for p in params if p in APPLIERS and APPLIERS.get(p).metadata.get("assigns", False) == assigning
+            for key in _changes(p)]
 
 
 # -- the chosen methods -------------------------------------------------------------------------------------------
@@ -182,13 +197,14 @@ def apply_generalization(cfg: DictConfig, overrides: Sequence[str] | None = None
 
 
 def _check_parameters(chosen: dict[str, Any]) -> None:
+    known = _parameters()
     for name, params in chosen.items():
         if not isinstance(params, dict):
             raise ConfigError(f"generalization.{name}", f"must be a mapping with a description, got {params!r}")
         for key in params:
-            if key not in PARAMETERS:
+            if key not in known:
                 raise ConfigError(f"generalization.{name}.{key}",
-                                  f"unknown parameter{did_you_mean(key, PARAMETERS)} (known: {', '.join(PARAMETERS)})")
+                                  f"unknown parameter{did_you_mean(key, known)} (known: {', '.join(known)})")
         if not isinstance(params.get("set", {}), dict):
             raise ConfigError(f"generalization.{name}.set", f"must be a mapping of the values the method sets, "
                                                             f"got {params['set']!r}")
@@ -202,7 +218,7 @@ def _set_keys(params: dict) -> list[str]:
         return [prefix[:-1]]
 
     keys = leaves("", params["set"]) if params.get("set") else []
-    return keys + [key for p in params if p in APPLIERS and APPLIERS[p].assigns for key in APPLIERS[p].changes]
+    return keys + _applier_keys(params, assigning=True)
 
 
 def _within(key: str, other: str) -> bool:
@@ -240,7 +256,7 @@ def _check_command_line(chosen: dict[str, Any], user_keys: dict[str, str]) -> No
             for user_key, value in user_keys.items():
                 if _within(user_key, key):
                     where = next((f"generalization.{name}.{p}" for p in params
-                                  if p in APPLIERS and key in APPLIERS[p].changes), None)
+                                  if key in _changes(p)), None)
                     hint = f"{where}={value}" if where else f"generalization.{name}.set.{user_key}={value}"
                     raise ConfigError(user_key, f"is set by generalization.{name}, which would override it: to "
                                                 f"change the method's value, write {hint} instead")
@@ -261,7 +277,7 @@ def _with_methods(cfg: DictConfig, chosen: dict[str, Any], names: Sequence[str],
                 out.merge_with(params["set"])
         for key, value in params.items():
             if key in APPLIERS:
-                APPLIERS[key].apply(out, value, params, f"generalization.{name}.{key}")
+                APPLIERS.get(key).builder(out, value, params, f"generalization.{name}.{key}")
     return out
 
 
@@ -304,8 +320,7 @@ def _check_effects(cfg: DictConfig, chosen: dict[str, Any], effective: DictConfi
 
 
 def _why_no_effect(params: dict, plain: dict[str, Any]) -> str:
-    keys = _set_keys(params) + [k for p in params if p in APPLIERS and not APPLIERS[p].assigns
-                                for k in APPLIERS[p].changes]
+    keys = _set_keys(params) + _applier_keys(params, assigning=False)
     if not keys:
         return (f"it declares nothing to change (a 'set' mapping, or one of the parameters "
                 f"{', '.join(APPLIERS)})")

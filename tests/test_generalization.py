@@ -42,15 +42,15 @@ class Raises:
 # dotted paths into the resolved config (list items as [i], * matches any index); values are the new values, or
 # Times(k) of baseline's. DIGITS_RECIPE is data/digits.yaml's augment_recipe.
 DIGITS_RECIPE = {"crop": {"padding": 3}, "affine": {"degrees": 10}}
-LENET5_WIDER = {"model.width": 2.0, "model.layers[0].conv.out_channels": 12, "model.layers[3].conv.out_channels": 32,
-                "model.layers[7].linear.out_features": 240, "model.layers[9].linear.out_features": 168}
+# width and depth are model-level settings: the builder scales every layer by them (tests/model/test_scaling.py)
+LENET5_WIDER = {"model.width": 2.0}
 EXPECTED = {
     "absolute": ([], {"loss.name": "absolute"}),
     "augment": ([], {"data.augment": DIGITS_RECIPE}),
     "balanced": (["data.imbalance=10"], {"data.balance": "sampler"}),
     "baseline": ([], {}),
     "cutmix": ([], {"regularization.cutmix_alpha": 1.0}),
-    "deeper": (["model=dilated"], {"model.depth": 2.0, "model.layers[3].repeat.n": 10}),  # 5 dilated layers x 2
+    "deeper": (["model=dilated"], {"model.depth": 2.0}),
     "dropout": (["model=inception"], {"model.dropout": 0.5, "model.layers[*].dropout.p": 0.5}),
     "early_stopping": ([], {"callbacks.early_stopping.enabled": True, "callbacks.early_stopping.patience": 5}),
     "ema": ([], {"regularization.ema_decay": 0.999}),

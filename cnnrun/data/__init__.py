@@ -2,37 +2,24 @@
 
 A source is a function from the data config to its samples: a tuple ``(x, y)`` of all samples, or a dict with
 ``x``, ``y`` (the training pool) and optionally ``test_x``/``test_y`` and ``val_x``/``val_y`` (fixed splits, e.g.
-an official test set), ``classes`` (names) and ``value_range`` ((0, 1) for images). Register one with
-``@source(name, check=...)``; ``check`` validates its own keys before anything is loaded.
+an official test set), ``classes`` (names) and ``value_range`` ((0, 1) for images). Register one in
+:data:`SOURCES` with ``@SOURCES.register(name, check=...)``; ``check`` validates its own keys before anything is
+loaded.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
+import importlib
+from typing import Any
 
 import numpy as np
 import torch
 
 from cnnrun.data.splits import Splits, fraction, long_tail_subset, stratified_split
 from cnnrun.errors import ConfigError, did_you_mean
+from cnnrun.registry import Registry
 
-
-@dataclass(frozen=True)
-class Source:
-    load: Callable[[dict[str, Any]], Any]
-    check: Callable[[dict[str, Any]], None] | None = None
-
-
-SOURCES: dict[str, Source] = {}
+SOURCES = Registry("data set", inputs=1, inputs_doc="the data config")
 BALANCE = ("none", "sampler", "loss_weights")
-
-
-def source(name: str, check: Callable[[dict[str, Any]], None] | None = None):
-    """Register a data source: a function from the data config to its samples (see the module docstring)."""
-    def decorator(fn):
-        SOURCES[name] = Source(fn, check)
-        return fn
-    return decorator
 
 
 # -- the built-in sources (each imports its module only when used) ------------------------------------------------
@@ -41,14 +28,14 @@ def _check_digits(cfg):
     check_shape(cfg.get("input_shape"))
 
 
-@source("digits", check=_check_digits)
+@SOURCES.register("digits", check=_check_digits)
 def _digits(cfg):
     from cnnrun.data.digits import load_digits_tensors
     x, y = load_digits_tensors(cfg["input_shape"])
     return {"x": x, "y": y, "value_range": (0.0, 1.0), "classes": [str(i) for i in range(10)]}
 
 
-@source("synthetic")
+@SOURCES.register("synthetic")
 def _synthetic(cfg):
     from cnnrun.data.synthetic import load_synthetic_tensors
     return load_synthetic_tensors(cfg["input_shape"], cfg["num_classes"], cfg.get("num_samples", 1024),
@@ -64,44 +51,28 @@ def _register_torchvision(name: str) -> None:
         from cnnrun.data import torchvision_sets
         torchvision_sets.check(name, cfg)
 
-    source(name, check=check)(load)
+    SOURCES.register(name, load, check=check)
 
 
 for _name in ("mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100", "svhn"):
     _register_torchvision(_name)
 
 
-def _check_image_folder(cfg):
-    from cnnrun.data import image_folder
-    image_folder.check(cfg)
+def _register_module(name: str) -> None:
+    """The source ``name`` whose module ``cnnrun.data.<name>`` has ``load(cfg)`` and ``check(cfg)``."""
+    module = f"cnnrun.data.{name}"
+
+    def load(cfg):
+        return importlib.import_module(module).load(cfg)
+
+    def check(cfg):
+        importlib.import_module(module).check(cfg)
+
+    SOURCES.register(name, load, check=check)
 
 
-@source("image_folder", check=_check_image_folder)
-def _image_folder(cfg):
-    from cnnrun.data import image_folder
-    return image_folder.load(cfg)
-
-
-def _check_mnist1d(cfg):
-    from cnnrun.data import mnist1d
-    mnist1d.check(cfg)
-
-
-@source("mnist1d", check=_check_mnist1d)
-def _mnist1d(cfg):
-    from cnnrun.data import mnist1d
-    return mnist1d.load(cfg)
-
-
-def _check_moving_digits(cfg):
-    from cnnrun.data import moving_digits
-    moving_digits.check(cfg)
-
-
-@source("moving_digits", check=_check_moving_digits)
-def _moving_digits(cfg):
-    from cnnrun.data import moving_digits
-    return moving_digits.load(cfg)
+for _name in ("image_folder", "mnist1d", "moving_digits"):
+    _register_module(_name)
 
 
 # -- checking and loading -------------------------------------------------------------------------------------------
@@ -110,11 +81,7 @@ def check_data_config(cfg: dict[str, Any]) -> None:
     (shape, classes, batch size, fractions, imbalance, balance, augment)."""
     from cnnrun.data.augment import build_augment
 
-    name = cfg.get("name")
-    if name not in SOURCES:
-        raise ConfigError("data.name", f"unknown data set '{name}'{did_you_mean(name, SOURCES)} "
-                                       f"(known: {', '.join(sorted(SOURCES))})")
-    check = SOURCES[name].check
+    check = SOURCES.get(cfg.get("name"), path="data.name").metadata.get("check")
     if check is not None:  # first: it names the source's own keys (image_size rather than the shape made from it)
         check(cfg)
     shape = cfg.get("input_shape")
@@ -166,7 +133,7 @@ def load_data(cfg: dict[str, Any]) -> Splits:
     are). Everything is fixed by ``split_seed``.
     """
     check_data_config(cfg)
-    data = _as_dict(SOURCES[cfg["name"]].load(cfg))
+    data = _as_dict(SOURCES.get(cfg["name"]).builder(cfg))
     expected = tuple(cfg["input_shape"])
     labels = {}
     for part in ("", "val_", "test_"):
@@ -205,4 +172,4 @@ def load_data(cfg: dict[str, Any]) -> Splits:
     return splits
 
 
-__all__ = ["Splits", "load_data", "check_data_config", "source", "SOURCES", "stratified_split"]
+__all__ = ["Splits", "load_data", "check_data_config", "SOURCES", "stratified_split"]

@@ -13,34 +13,25 @@ conventions (``transforms.v2.functional.affine``, ``RandomErasing``, ``ColorJitt
 """
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from cnnrun.errors import ConfigError, did_you_mean
+from cnnrun.errors import ConfigError
 from cnnrun.layers.args import choice, int_tuple, positive_float, positive_int, probability
+from cnnrun.registry import Registry
 
-AUGMENTATIONS: dict[str, type["Augmentation"]] = {}
+# name -> an Augmentation class; its keyword-only ``__init__`` arguments are its config
+AUGMENTATIONS = Registry("augmentation", inputs=1, inputs_doc="the sample shape")
 RANK_NAMES = {1: "1D signals", 2: "2D images", 3: "3D clips"}
 
 
-def augmentation(name: str):
-    """Register an augmentation class under ``name`` (its keyword-only ``__init__`` arguments are its config)."""
-    def decorator(cls):
-        cls.name = name
-        AUGMENTATIONS[name] = cls
-        return cls
-    return decorator
-
-
 class Augmentation:
-    """One batch augmentation. Subclasses check their arguments in ``__init__`` (raising ConfigError named by the
-    argument) and transform a float batch in ``__call__``."""
+    """One batch augmentation. Subclasses check their argument values in ``__init__`` (raising ConfigError named by
+    the argument) and transform a float batch in ``__call__``."""
 
-    name = ""
     ranks: tuple[int, ...] = (1, 2, 3)
     doc = ""
 
@@ -48,11 +39,6 @@ class Augmentation:
         self.shape = tuple(shape)  # (C, *spatial) of one sample
         self.rank = len(shape) - 1
         self.bounds: tuple[float, float] | None = None  # the value range to clamp to, when the data have one
-
-    @classmethod
-    def arguments(cls) -> dict[str, inspect.Parameter]:
-        params = inspect.signature(cls.__init__).parameters.values()
-        return {p.name: p for p in params if p.kind is p.KEYWORD_ONLY}
 
     def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         raise NotImplementedError
@@ -101,7 +87,21 @@ def _symmetric(key: str, value: Any) -> tuple[float, float]:
 
 
 # -- geometric -------------------------------------------------------------------------------------------------
-@augmentation("crop")
+def _reflected(pos: torch.Tensor, size: int) -> torch.Tensor:
+    pos = pos.abs()
+    return torch.where(pos >= size, 2 * (size - 1) - pos, pos)
+
+
+# padding mode -> the position inside [0, size) that a position ``pos`` of the padded image shows
+PADDED_SOURCE = {
+    "zeros": lambda pos, size: pos.clamp(0, size - 1),  # any inside position: the crop zeroes it
+    "reflect": _reflected,
+    "replicate": lambda pos, size: pos.clamp(0, size - 1),
+    "circular": lambda pos, size: pos.remainder(size),
+}
+
+
+@AUGMENTATIONS.register("crop")
 class Crop(Augmentation):
     """Random crop of the original size after padding each image dimension by ``padding``: a random shift by up
     to ``padding`` pixels (the CIFAR recipe's RandomCrop(32, padding=4)). Clips are cropped in H and W only."""
@@ -111,7 +111,7 @@ class Crop(Augmentation):
     def __init__(self, shape, *, padding: int = 4, padding_mode: str = "zeros"):
         super().__init__(shape)
         self.padding = positive_int("padding", padding, minimum=0)
-        self.mode = choice("padding_mode", padding_mode, ("zeros", "reflect", "replicate", "circular"))
+        self.mode = choice("padding_mode", padding_mode, tuple(PADDED_SOURCE))
         dims = self.shape[1:] if self.rank < 3 else self.shape[-2:]
         if self.mode == "reflect" and self.padding >= min(dims):
             raise ConfigError("padding", f"reflect padding must be smaller than the image size {tuple(dims)}, "
@@ -131,19 +131,11 @@ class Crop(Augmentation):
         for d in reversed(range(k)):
             size = dims[d]
             pos = torch.arange(size, device=dev).view(1, size) + (offsets[d] - p).view(n, 1)
-            if self.mode == "zeros":
-                inside = (pos >= 0) & (pos < size)
-                view = (n,) + (1,) * d + (size,) + (1,) * (k - d - 1)
-                valid = inside.view(view) if valid is None else valid & inside.view(view)
-                pos = pos.clamp(0, size - 1)
-            elif self.mode == "replicate":
-                pos = pos.clamp(0, size - 1)
-            elif self.mode == "reflect":
-                pos = pos.abs()
-                pos = torch.where(pos >= size, 2 * (size - 1) - pos, pos)
-            else:  # circular
-                pos = pos.remainder(size)
-            term = (pos * stride).view((n,) + (1,) * d + (size,) + (1,) * (k - d - 1))
+            view = (n,) + (1,) * d + (size,) + (1,) * (k - d - 1)
+            if self.mode == "zeros":  # outside positions read the border, then are zeroed
+                inside = ((pos >= 0) & (pos < size)).view(view)
+                valid = inside if valid is None else valid & inside
+            term = (PADDED_SOURCE[self.mode](pos, size) * stride).view(view)
             flat = term if flat is None else flat + term
             stride *= size
         out = v.reshape(n, c, -1).gather(2, flat.reshape(n, 1, -1).expand(n, c, -1))
@@ -152,7 +144,7 @@ class Crop(Augmentation):
         return out.reshape(x.shape)
 
 
-@augmentation("hflip")
+@AUGMENTATIONS.register("hflip")
 class HorizontalFlip(Augmentation):
     """Mirror the last (width) axis with probability ``p``; for 1D signals this reverses time."""
 
@@ -166,7 +158,7 @@ class HorizontalFlip(Augmentation):
         return torch.where(_per_sample(self._chosen(len(x), self.p, g, x.device), x), x.flip(-1), x)
 
 
-@augmentation("vflip")
+@AUGMENTATIONS.register("vflip")
 class VerticalFlip(Augmentation):
     """Mirror the height axis with probability ``p``."""
 
@@ -204,7 +196,7 @@ def apply_affine(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-@augmentation("affine")
+@AUGMENTATIONS.register("affine")
 class Affine(Augmentation):
     """Random rotation, translation, scaling and shear about the centre (torchvision's RandomAffine, bilinear,
     zeros outside), applied with probability ``p``."""
@@ -262,7 +254,7 @@ def _box_mask(starts: Sequence[torch.Tensor], sizes: Sequence[torch.Tensor], dim
     return mask.unsqueeze(1)
 
 
-@augmentation("cutout")
+@AUGMENTATIONS.register("cutout")
 class Cutout(Augmentation):
     """Cutout (DeVries & Taylor 2017): a box of side ``size`` centred anywhere in the image (clipped at the
     border) is set to ``value``, with probability ``p``. A segment for signals, a tube through all frames of clips."""
@@ -286,7 +278,7 @@ class Cutout(Augmentation):
         return v.masked_fill(mask, self.value).reshape(x.shape)
 
 
-@augmentation("erasing")
+@AUGMENTATIONS.register("erasing")
 class RandomErasing(Augmentation):
     """Random erasing (Zhong et al. 2020; torchvision's RandomErasing): with probability ``p`` a box covering a
     ``scale`` fraction of the area with aspect ratio in ``ratio`` (log-uniform) is set to ``value``. Where
@@ -336,7 +328,7 @@ def grayscale(x: torch.Tensor) -> torch.Tensor:
     return x.mean(1, keepdim=True)
 
 
-@augmentation("jitter")
+@AUGMENTATIONS.register("jitter")
 class ColorJitter(Augmentation):
     """Brightness, contrast and saturation jitter (torchvision's ColorJitter formulas, in this fixed order): each
     factor is drawn per sample from [max(0, 1 - v), 1 + v]. Brightness scales the values; contrast blends with the
@@ -370,7 +362,7 @@ class ColorJitter(Augmentation):
         return x
 
 
-@augmentation("noise")
+@AUGMENTATIONS.register("noise")
 class GaussianNoise(Augmentation):
     """Additive Gaussian noise of standard deviation ``std`` (in the data's units: pixels in [0, 1]), with
     probability ``p``; images are clipped back to [0, 1]."""
@@ -419,26 +411,16 @@ def build_augment(spec: Any, input_shape: Sequence[int], value_range: tuple[floa
     ops = []
     for name, args in spec.items():
         where = f"{key}.{name}"
-        if name not in AUGMENTATIONS:
-            raise ConfigError(where, f"unknown augmentation '{name}'{did_you_mean(name, AUGMENTATIONS)} "
-                                     f"(known: {', '.join(sorted(AUGMENTATIONS))})")
-        cls = AUGMENTATIONS[name]
+        entry = AUGMENTATIONS.get(name, path=where)
         args = {} if args is None else args
         if not isinstance(args, dict):
             raise ConfigError(where, f"takes a mapping of arguments (or null for the defaults), got {args!r}")
-        valid = cls.arguments()
-        for arg in args:
-            if arg not in valid:
-                raise ConfigError(where, f"unknown argument '{arg}'{did_you_mean(arg, valid)} "
-                                         f"(valid arguments: {', '.join(valid) or 'none'})")
-        if rank not in cls.ranks:
-            supported = " and ".join(RANK_NAMES[r] for r in cls.ranks)
+        ranks = entry.builder.ranks
+        if rank not in ranks:
+            supported = " and ".join(RANK_NAMES[r] for r in ranks)
             raise ConfigError(where, f"works on {supported}, not on {RANK_NAMES.get(rank, f'rank-{rank} data')} "
                                      f"of shape {shape}")
-        try:
-            op = cls(shape, **args)
-        except ConfigError as err:
-            raise ConfigError(f"{where}.{err.path}" if err.path else where, err.message) from None
+        op = entry.build(shape, args, path=where)
         op.bounds = value_range
         ops.append(op)
     return Augment(ops)
@@ -447,7 +429,7 @@ def build_augment(spec: Any, input_shape: Sequence[int], value_range: tuple[floa
 def describe() -> dict[str, dict[str, Any]]:
     """Every augmentation's doc, supported ranks and arguments with defaults (for docs and error messages)."""
     out = {}
-    for name, cls in sorted(AUGMENTATIONS.items()):
-        args = {k: (None if p.default is inspect.Parameter.empty else p.default) for k, p in cls.arguments().items()}
-        out[name] = {"doc": cls.doc, "ranks": list(cls.ranks), "arguments": args}
+    for name in AUGMENTATIONS:
+        entry = AUGMENTATIONS.get(name)
+        out[name] = {"doc": entry.builder.doc, "ranks": list(entry.builder.ranks), "arguments": entry.defaults}
     return out

@@ -55,11 +55,18 @@ class Splits:
         mean, std = channel_stats(x)
         self.stats = {"mean": [round(v, 6) for v in mean], "std": [round(v, 6) for v in std]}
 
-    def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """Inputs as the model sees them in evaluation: floats (pixels in [0, 1]), standardised if normalised."""
-        from cnnrun.data.loader import BatchTransform
 
-        return BatchTransform.for_splits(self)(x)
+def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """scikit-learn's "balanced" class weights, ``n / (C * n_c)`` with C = ``num_classes`` (``data.balance:
+    loss_weights``); a class absent from ``labels`` gets weight 0."""
+    from sklearn.utils.class_weight import compute_class_weight  # scikit-learn loads only when a run balances
+
+    y = labels.cpu().numpy()
+    present = np.unique(y)
+    weights = np.zeros(num_classes)
+    # scikit-learn divides by the number of classes present: rescaled to C classes when one is absent
+    weights[present] = compute_class_weight("balanced", classes=present, y=y) * len(present) / num_classes
+    return torch.from_numpy(weights).float()
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:

@@ -253,7 +253,8 @@ def _check_growth(growth: Any, layers: Any) -> dict[str, float]:
 
 @register("repeat", doc="a layer list repeated n times (the shape flows through the copies; n: 0 is the identity); "
                         "first: another layer list for copy 0 (a stage's strided first block); growth: "
-                        "{dilation: 2} multiplies a written argument by 2^i in copy i", nested=("layers", "first"))
+                        "{dilation: 2} multiplies a written argument by 2^i in copy i", nested=("layers", "first"),
+          repeats=("n",))
 def repeat(in_shape, *, n, layers, first=None, growth=None):
     n = A.positive_int("n", n, minimum=0)
     growth = _check_growth(growth, layers)

@@ -39,9 +39,10 @@ def channels(base: int, width: float = 1.0, divisor: int = 1) -> int:
 
 
 def repeats(base: int, depth: float = 1.0) -> int:
-    """``base`` repeats at ``depth``: ceil(base * depth), at least 1 (0 stays 0: a repeat switched off)."""
-    if base == 0:
-        return 0
+    """``base`` repeats at ``depth``: ceil(base * depth), at least 1 (0 stays 0: a repeat switched off; a negative
+    count is left for the layer's own check)."""
+    if base <= 0:
+        return base
     return max(1, math.ceil(round(base * depth, 9)))
 
 
@@ -117,8 +118,9 @@ def _scale_item(item: Any, scale: Scale, path: str, is_output: bool) -> Any:
     present = [a for a in layer.widths if a in args]
     for j, key in enumerate(present):
         args[key] = _width(args[key], width, divisor, keep_last=is_output and j == len(present) - 1)
-    if name == "repeat" and mode is not False and isinstance(args.get("n"), int) and not isinstance(args["n"], bool):
-        args["n"] = repeats(args["n"], scale.depth)
+    for key in layer.repeats if mode is not False else ():
+        if isinstance(args.get(key), int) and not isinstance(args[key], bool):
+            args[key] = repeats(args[key], scale.depth)
     for key in layer.nested:
         value = args.get(key)
         if isinstance(value, (list, tuple)) and value and all(isinstance(v, (list, tuple)) for v in value):

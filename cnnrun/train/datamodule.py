@@ -19,13 +19,7 @@ import torch
 from cnnrun.data import Splits
 from cnnrun.data.augment import build_augment
 from cnnrun.data.loader import BatchTransform, DeviceLoader, InMemoryLoader
-
-
-def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """``n / (C * n_c)`` per class (a class absent from ``labels`` gets weight 0)."""
-    counts = torch.bincount(labels.cpu(), minlength=num_classes).double()
-    weights = len(labels) / (num_classes * counts.clamp_min(1))
-    return weights.where(counts > 0, torch.zeros_like(weights)).float()
+from cnnrun.data.splits import balanced_class_weights
 
 
 class DataModule(pl.LightningDataModule):

@@ -1,7 +1,8 @@
 """Training objectives (the chapter's 5.17 "adjust the objective function") and batch-mixing regularizers.
 
 Every objective takes logits (N, K) and either integer labels (N,) or soft targets (N, K) (from label smoothing,
-mixup or cutmix), and returns the mean loss over the batch, weighted per class when ``weight`` is given.
+mixup or cutmix), and returns the mean loss over the batch, weighted per class when ``weight`` is given. Each is a
+builder in :data:`LOSSES` (its keyword arguments are the ``loss`` config's settings); users register more there.
 
 - ``cross_entropy``: -sum_k t_k log p_k (``label_smoothing`` mixes the one-hot target with the uniform one).
 - ``focal`` (Lin et al. 2017): -sum_k t_k (1 - p_k)^gamma log p_k; gamma = 0 is cross-entropy.
@@ -16,25 +17,18 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from cnnrun.errors import ConfigError, check_keys, did_you_mean
+from cnnrun.errors import ConfigError, check_keys
+from cnnrun.registry import Registry
 
-LOSSES = ("cross_entropy", "focal", "squared", "absolute")
-LOSS_KEYS = {"name", "label_smoothing", "gamma"}
+# name -> builder(**settings) -> loss(logits, y, weight=None); the builder checks its settings' values
+LOSSES = Registry("objective")
+Objective = Callable[..., torch.Tensor]
 REGULARIZATION_KEYS = {"l1", "mixup_alpha", "cutmix_alpha", "ema_decay"}
 
 
 def check_loss_config(cfg: dict[str, Any]) -> None:
-    name = cfg.get("name")
-    if name not in LOSSES:
-        raise ConfigError("loss.name", f"unknown objective '{name}'{did_you_mean(name, LOSSES)} "
-                                       f"(known: {', '.join(LOSSES)})")
-    check_keys(cfg, LOSS_KEYS, "loss")
-    ls = cfg.get("label_smoothing", 0.0)
-    if not _number(ls) or not 0 <= ls < 1:
-        raise ConfigError("loss.label_smoothing", f"must be in [0, 1), got {ls!r}")
-    gamma = cfg.get("gamma", 2.0)
-    if not _number(gamma) or gamma < 0:
-        raise ConfigError("loss.gamma", f"must be a number >= 0, got {gamma!r}")
+    """The ``loss`` config names a known objective, only known keys and valid values (the objective builds)."""
+    make_objective(cfg)
 
 
 def check_regularization_config(cfg: dict[str, Any]) -> None:
@@ -60,32 +54,73 @@ def soft_targets(y: torch.Tensor, num_classes: int, smoothing: float = 0.0) -> t
     return t
 
 
-def make_objective(cfg: dict[str, Any]) -> Callable[..., torch.Tensor]:
-    """``loss(logits, y, weight=None)`` for the configured objective."""
-    name = cfg.get("name", "cross_entropy")
-    ls = float(cfg.get("label_smoothing", 0.0))
-    gamma = float(cfg.get("gamma", 2.0))
+def make_objective(cfg: dict[str, Any]) -> Objective:
+    """``loss(logits, y, weight=None)`` for the configured objective (``loss.name``, cross-entropy by default).
+
+    The ``loss`` keys are those of any registered objective, so that a config can switch ``loss.name`` and keep the
+    other objectives' settings (focal's ``gamma``): the chosen objective takes the ones it has arguments for.
+    """
+    entry = LOSSES.get(cfg.get("name", "cross_entropy"), path="loss.name")
+    settings = {k: v for k, v in cfg.items() if k != "name"}
+    check_keys(settings, {"name", *(a for name in LOSSES for a in LOSSES.get(name).arguments)}, "loss")
+    return entry.build(entry.split(settings)[0], path="loss")
+
+
+def _smoothing(value: Any) -> float:
+    if not _number(value) or not 0 <= value < 1:
+        raise ConfigError("label_smoothing", f"must be in [0, 1), got {value!r}")
+    return float(value)
+
+
+@LOSSES.register("cross_entropy")
+def cross_entropy(*, label_smoothing: float = 0.0) -> Objective:
+    """-sum_k t_k log p_k, torch's own implementation: class weights and label smoothing exactly as users know
+    them."""
+    smoothing = _smoothing(label_smoothing)
 
     def loss(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-        if name == "cross_entropy":
-            # torch's own implementation: class weights and label smoothing exactly as users know them
-            return F.cross_entropy(logits, y, weight=weight, label_smoothing=ls)
-        t = soft_targets(y, logits.shape[1], ls)
+        return F.cross_entropy(logits, y, weight=weight, label_smoothing=smoothing)
+
+    return loss
+
+
+def on_probabilities(per_class: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+                     label_smoothing: float) -> Objective:
+    """The objective ``sum_k per_class(p, log p, t)_k`` on the softmax probabilities ``p`` and the (smoothed)
+    targets ``t``, averaged over the batch; with class weights, each sample weighs its (soft) class's weight,
+    normalised as cross-entropy does."""
+    smoothing = _smoothing(label_smoothing)
+
+    def loss(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        t = soft_targets(y, logits.shape[1], smoothing)
         logp = F.log_softmax(logits.float(), dim=1)
-        p = logp.exp()
-        if name == "focal":
-            per_class = -t * (1 - p).pow(gamma) * logp
-        elif name == "squared":
-            per_class = (p - t).pow(2)
-        else:  # absolute
-            per_class = (p - t).abs()
-        per_sample = per_class.sum(1)
+        per_sample = per_class(logp.exp(), logp, t).sum(1)
         if weight is None:
             return per_sample.mean()
-        w = t @ weight.float()  # each sample's weight: its (soft) class's weight, normalised as cross-entropy does
+        w = t @ weight.float()
         return (per_sample * w).sum() / w.sum()
 
     return loss
+
+
+@LOSSES.register("focal")
+def focal(*, gamma: float = 2.0, label_smoothing: float = 0.0) -> Objective:
+    """Focal loss (Lin et al. 2017): -sum_k t_k (1 - p_k)^gamma log p_k; gamma = 0 is cross-entropy."""
+    if not _number(gamma) or gamma < 0:
+        raise ConfigError("gamma", f"must be a number >= 0, got {gamma!r}")
+    return on_probabilities(lambda p, logp, t: -t * (1 - p).pow(gamma) * logp, label_smoothing)
+
+
+@LOSSES.register("squared")
+def squared(*, label_smoothing: float = 0.0) -> Objective:
+    """sum_k (p_k - t_k)^2 on the softmax probabilities: the chapter's f(y, y') = (y - y')^2."""
+    return on_probabilities(lambda p, logp, t: (p - t).pow(2), label_smoothing)
+
+
+@LOSSES.register("absolute")
+def absolute(*, label_smoothing: float = 0.0) -> Objective:
+    """sum_k |p_k - t_k| on the softmax probabilities: the chapter's f(y, y') = |y - y'|."""
+    return on_probabilities(lambda p, logp, t: (p - t).abs(), label_smoothing)
 
 
 def l1_penalty(module: torch.nn.Module) -> torch.Tensor:

@@ -8,12 +8,12 @@ sweeper's pruner. Light module: Optuna and Lightning load only when a trial runs
 """
 from __future__ import annotations
 
-import inspect
 import math
 import os
 from typing import Any
 
-from cnnrun.errors import ConfigError, did_you_mean
+from cnnrun.errors import ConfigError
+from cnnrun.registry import Entry, Registry
 
 STORAGE_ENV = "CNNRUN_OPTUNA_STORAGE"
 STUDY_ENV = "CNNRUN_OPTUNA_STUDY"
@@ -21,15 +21,12 @@ TRIAL_ENV = "CNNRUN_OPTUNA_TRIAL"
 PRUNER_ATTR = "cnnrun.pruner"
 MONITOR = "val/acc"  # the job's objective (what ``python -m cnnrun`` returns to the sweeper), reported per epoch
 
-# name -> class name in optuna.pruners (pruners that judge a trial by its per-epoch values)
-PRUNERS = {
-    "none": "NopPruner",
-    "median": "MedianPruner",
-    "percentile": "PercentilePruner",
-    "hyperband": "HyperbandPruner",
-    "successive_halving": "SuccessiveHalvingPruner",
-    "threshold": "ThresholdPruner",
-}
+# pruners that judge a trial by its per-epoch values (optuna.pruners classes, imported when one is used)
+PRUNERS = Registry("pruner")
+for _name, _cls in (("none", "NopPruner"), ("median", "MedianPruner"), ("percentile", "PercentilePruner"),
+                    ("hyperband", "HyperbandPruner"), ("successive_halving", "SuccessiveHalvingPruner"),
+                    ("threshold", "ThresholdPruner")):
+    PRUNERS.register(_name, f"optuna.pruners.{_cls}")
 
 
 class Pruned(Exception):
@@ -40,61 +37,40 @@ class Pruned(Exception):
         super().__init__(f"trial pruned after epoch {epoch} ({MONITOR}={value:.4f})")
 
 
-def accepted_arguments(cls) -> list[str]:
-    return [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")]
-
-
-def class_arguments(cls, settings: dict[str, Any], key: str,
-                    extra: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
-    """Keyword arguments of ``cls`` from flat settings: the set (non-null) ones that ``cls`` takes, and the names of
-    those it does not take (left out). Every key of ``extra`` (a free-form ``args`` mapping) must be an argument."""
-    accepted = accepted_arguments(cls)
-    kwargs = {k: v for k, v in settings.items() if v is not None and k in accepted}
-    ignored = sorted(k for k, v in settings.items() if v is not None and k not in accepted)
-    for name, value in (extra or {}).items():
-        if name not in accepted:
-            raise ConfigError(f"{key}.args.{name}", _not_an_argument(cls, name))
-        kwargs[name] = value
+def settings_for(entry: Entry, settings: dict[str, Any], key: str,
+                 extra: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
+    """Keyword arguments of ``entry`` from flat, typed settings (null: not set) and ``extra`` (a free-form ``args``
+    mapping at ``<key>.args``): the set settings that it takes and every key of ``extra``, which must be an argument;
+    and the names of the set settings it does not take (left out)."""
+    kwargs, ignored = entry.split({k: v for k, v in settings.items() if v is not None})
+    kwargs.update(extra or {})
+    entry.check_arguments(kwargs, f"{key}.args")  # only a key of extra can be unknown here
     return kwargs, ignored
 
 
-def _not_an_argument(cls, name: str) -> str:
-    accepted = accepted_arguments(cls)
-    return (f"is not an argument of {'.'.join(cls.__module__.split('.')[:2])}.{cls.__name__}"
-            f"{did_you_mean(name, accepted)} (valid: {', '.join(accepted) or 'none'})")
-
-
-def _pruner_class(name: Any, key: str):
-    import optuna
-
-    name = "none" if name is None else str(name)
-    if name not in PRUNERS:
-        raise ConfigError(f"{key}.name", f"unknown pruner '{name}'{did_you_mean(name, PRUNERS)} "
-                                         f"(valid: {', '.join(PRUNERS)})")
-    return name, getattr(optuna.pruners, PRUNERS[name])
+def _pruner(name: Any, key: str) -> Entry:
+    return PRUNERS.get("none" if name is None else name, path=f"{key}.name")
 
 
 def pruner_spec(settings: dict[str, Any] | None, key: str = "hydra.sweeper.pruner") -> tuple[dict[str, Any], list[str]]:
     """The pruner to use, ``{name: ..., <its arguments>}``, from the sweeper's flat settings; and the settings that
     the chosen pruner does not take (so a config can switch pruners without clearing the other one's settings)."""
     settings = dict(settings or {})
-    name, cls = _pruner_class(settings.pop("name", None), key)
-    kwargs, ignored = class_arguments(cls, settings, key)
-    return {"name": name, **kwargs}, ignored
+    entry = _pruner(settings.pop("name", None), key)
+    kwargs, ignored = settings_for(entry, settings, key)
+    return {"name": entry.name, **kwargs}, ignored
 
 
 def make_pruner(spec: dict[str, Any] | None, key: str = "hydra.sweeper.pruner"):
-    """An ``optuna.pruners`` object from ``{name: median, n_startup_trials: 5, ...}`` (None: no pruning); every key
-    must be an argument of the pruner."""
-    spec = dict(spec or {})
-    _, cls = _pruner_class(spec.pop("name", None), key)
-    kwargs, ignored = class_arguments(cls, spec, key)
-    if ignored:
-        raise ConfigError(f"{key}.{ignored[0]}", _not_an_argument(cls, ignored[0]))
+    """An ``optuna.pruners`` object from ``{name: median, n_startup_trials: 5, ...}`` (None: no pruning); every set
+    (non-null) key must be an argument of the pruner."""
+    spec = {k: v for k, v in (spec or {}).items() if v is not None}
+    entry = _pruner(spec.pop("name", None), key)
+    entry.check_arguments(spec, key)
     try:
-        return cls(**kwargs)
+        return entry.builder(**spec)
     except (TypeError, ValueError) as err:
-        raise ConfigError(key, f"optuna.pruners.{cls.__name__}: {err}") from None
+        raise ConfigError(key, f"{entry.origin}: {err}") from None
 
 
 def trial_from_env() -> tuple[str, str, int] | None:

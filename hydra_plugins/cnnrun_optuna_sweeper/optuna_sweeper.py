@@ -24,19 +24,18 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from cnnrun.errors import ConfigError
+from cnnrun.registry import Registry
+
 from ._space import SearchSpace, SweepConfigError, search_space
 
 log = logging.getLogger(__name__)
 
-# name -> class name in optuna.samplers
-SAMPLERS = {
-    "tpe": "TPESampler",
-    "random": "RandomSampler",
-    "cmaes": "CmaEsSampler",
-    "gp": "GPSampler",
-    "qmc": "QMCSampler",
-    "nsgaii": "NSGAIISampler",
-}
+# optuna.samplers classes, imported when one is used
+SAMPLERS = Registry("sampler")
+for _name, _cls in (("tpe", "TPESampler"), ("random", "RandomSampler"), ("cmaes", "CmaEsSampler"),
+                    ("gp", "GPSampler"), ("qmc", "QMCSampler"), ("nsgaii", "NSGAIISampler")):
+    SAMPLERS.register(_name, f"optuna.samplers.{_cls}")
 DIRECTIONS = ("maximize", "minimize")
 
 
@@ -46,31 +45,23 @@ def _plain(node: Any) -> Any:
 
 def make_sampler(settings: dict[str, Any], key: str = "hydra.sweeper.sampler"):
     """An ``optuna.samplers`` object from the flat settings ``{name: tpe, seed: 0, ..., args: {...}}``."""
-    import optuna
-
-    from cnnrun.errors import ConfigError, did_you_mean
-    from cnnrun.train.pruning import class_arguments
+    from cnnrun.train.pruning import settings_for
 
     settings = dict(settings or {})
-    name = str(settings.pop("name", None) or "tpe")
     extra = settings.pop("args", None) or {}
-    if name not in SAMPLERS:
-        raise SweepConfigError(f"{key}.name", f"unknown sampler '{name}'{did_you_mean(name, SAMPLERS)} "
-                                              f"(valid: {', '.join(SAMPLERS)})")
-    cls = getattr(optuna.samplers, SAMPLERS[name])
     try:
-        kwargs, ignored = class_arguments(cls, settings, key, extra)
+        entry = SAMPLERS.get(settings.pop("name", None) or "tpe", path=f"{key}.name")
+        kwargs, ignored = settings_for(entry, settings, key, extra)
+        if ignored:
+            log.warning(f"{key}: {', '.join(ignored)} left out: not arguments of {entry.origin}")
+        return entry.builder(**kwargs)
     except ConfigError as err:
         raise SweepConfigError(str(err.path), err.message) from None
-    if ignored:
-        log.warning(f"{key}: {', '.join(ignored)} left out: not arguments of optuna.samplers.{cls.__name__}")
-    try:
-        return cls(**kwargs)
     except ImportError as err:
-        raise SweepConfigError(f"{key}.name", f"sampler '{name}' needs a package that is not installed: {err}") \
-            from None
+        raise SweepConfigError(f"{key}.name", f"sampler '{entry.name}' needs a package that is not installed: "
+                                              f"{err}") from None
     except (TypeError, ValueError) as err:
-        raise SweepConfigError(key, f"optuna.samplers.{cls.__name__}: {err}") from None
+        raise SweepConfigError(key, f"{entry.origin}: {err}") from None
 
 
 def _quoted(text: str) -> str:
@@ -125,6 +116,20 @@ class CnnrunOptunaSweeper(Sweeper):
         if not all(isinstance(e, dict) for e in self.enqueue):
             raise SweepConfigError("hydra.sweeper.enqueue", "must be a list of mappings from parameters to values")
 
+    def _import_user_modules(self) -> None:
+        """The config's ``imports:`` modules, which may register samplers and pruners (as they register layer types
+        and losses for the jobs)."""
+        from cnnrun.config import import_user_modules
+
+        assert self.config is not None
+        imports = _plain(self.config.get("imports"))
+        if not (isinstance(imports, list) and all(isinstance(m, str) for m in imports)):
+            return  # every job reports a malformed imports key, as a single run does
+        try:
+            import_user_modules(imports)
+        except ConfigError as err:
+            raise SweepConfigError(str(err.path), err.message) from None
+
     def _study_name(self) -> str:
         if self.study_name:
             return str(self.study_name)
@@ -134,7 +139,6 @@ class CnnrunOptunaSweeper(Sweeper):
 
     def _pruner(self):
         """The pruner and its settings as the jobs rebuild it (``{name: ..., <arguments>}``)."""
-        from cnnrun.errors import ConfigError
         from cnnrun.train.pruning import make_pruner, pruner_spec
 
         try:
@@ -180,6 +184,7 @@ class CnnrunOptunaSweeper(Sweeper):
 
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         self._check()
+        self._import_user_modules()
         space = search_space(self.params, arguments)
         if not space.distributions:
             raise SweepConfigError("hydra.sweeper.params", "the search space is empty: give at least one parameter a "

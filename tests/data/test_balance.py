@@ -79,3 +79,14 @@ def test_sampler_draws_the_classes_uniformly():
     sampled = torch.bincount(torch.cat(draws), minlength=classes).double()
     natural = 3 * torch.bincount(splits.train_y, minlength=classes).double()
     assert chi_square(sampled) < bound < chi_square(natural) / 10
+
+
+def test_class_weights_are_n_over_c_times_n_c_and_zero_for_an_absent_class():
+    """data.balance=loss_weights' weights against the formula, for C = num_classes even when a class is absent from
+    the training split (scikit-learn alone would divide by the classes present)."""
+    from cnnrun.data.splits import balanced_class_weights
+
+    y = torch.tensor([0] * 6 + [1] * 3 + [3])  # 10 samples, 4 classes, class 2 absent
+    torch.testing.assert_close(balanced_class_weights(y, 4), torch.tensor([10 / 24, 10 / 12, 0.0, 10 / 4]))
+    y = torch.randint(0, 7, (500,), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(balanced_class_weights(y, 7), balanced_weights(y, 7).float())

@@ -6,7 +6,7 @@ import torch
 from cnnrun import ConfigError, compose
 from cnnrun.config import to_plain
 from cnnrun.data import load_data, stratified_split
-from cnnrun.data.loader import InMemoryLoader
+from cnnrun.data.loader import BatchTransform, InMemoryLoader
 
 
 def data_cfg(*overrides):
@@ -47,9 +47,9 @@ def test_normalisation_uses_training_statistics_only():
     assert norm.stats["mean"] == pytest.approx([float(raw.train_x.double().mean())], abs=1e-6)
     assert norm.stats["std"] == pytest.approx([float(raw.train_x.double().std())], abs=1e-6)
     assert torch.equal(norm.train_x, raw.train_x)  # stored as loaded: batches are standardised on the device
-    assert float(norm.prepare(norm.train_x).mean()) == pytest.approx(0.0, abs=1e-5)
+    assert float(BatchTransform.for_splits(norm)(norm.train_x).mean()) == pytest.approx(0.0, abs=1e-5)
     expected_test = (raw.test_x - norm.stats["mean"][0]) / norm.stats["std"][0]
-    torch.testing.assert_close(norm.prepare(norm.test_x), expected_test)
+    torch.testing.assert_close(BatchTransform.for_splits(norm)(norm.test_x), expected_test)
 
 
 def test_synthetic_data_has_any_shape():

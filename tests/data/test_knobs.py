@@ -111,14 +111,15 @@ def test_augmentation_reaches_training_batches_only():
     s = load_data(cfg)
     dm = DataModule(s, 64, seed=0, data=cfg)
     dm.setup("fit")
+    prepare = BatchTransform.for_splits(s)  # floats, standardised: what the model sees without augmentation
     for loader, x in ((dm.val_dataloader(), s.val_x), (dm.test_dataloader(), s.test_x),
                       (dm.train_eval_dataloader(), s.train_x)):
-        torch.testing.assert_close(torch.cat([b for b, _ in loader]), s.prepare(x))  # exactly as stored
+        torch.testing.assert_close(torch.cat([b for b, _ in loader]), prepare(x))  # exactly as stored
     train = dm.train_dataloader()
     order = train.order()
     xb, yb = next(iter(train))
     assert torch.equal(yb, s.train_y[order[:64]])
-    plain = s.prepare(s.train_x[order[:64]])
+    plain = prepare(s.train_x[order[:64]])
     assert not torch.allclose(xb, plain) and xb.shape == plain.shape
     assert torch.equal(next(iter(train))[0], xb)  # seeded per (seed, epoch)
     other = DataModule(s, 64, seed=1, data=cfg)

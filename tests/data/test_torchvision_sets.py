@@ -9,6 +9,7 @@ import torchvision.datasets.svhn as tv_svhn
 from cnnrun import ConfigError, compose
 from cnnrun.config import to_plain
 from cnnrun.data import check_data_config, load_data
+from cnnrun.data.loader import BatchTransform
 from tests.conftest import run_cli
 from tests.data import fakes
 
@@ -88,7 +89,7 @@ def test_normalisation_statistics_are_the_training_splits(tmp_path, no_checksums
     pixels = s.train_x.double() / 255
     assert s.stats["mean"] == pytest.approx(pixels.mean(dim=(0, 2, 3)).tolist(), abs=1e-6)
     assert s.stats["std"] == pytest.approx(pixels.transpose(0, 1).reshape(3, -1).std(1).tolist(), abs=1e-6)
-    prepared = s.prepare(s.test_x[:4])
+    prepared = BatchTransform.for_splits(s)(s.test_x[:4])
     expected = (s.test_x[:4].double() / 255 - torch.tensor(s.stats["mean"]).view(1, 3, 1, 1)) / \
         torch.tensor(s.stats["std"]).view(1, 3, 1, 1)
     torch.testing.assert_close(prepared, expected.float(), atol=1e-5, rtol=1e-5)

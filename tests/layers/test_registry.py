@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cnnrun import ConfigError, build_model, layer_types, register
-from cnnrun.layers.registry import _REGISTRY
+from cnnrun.layers.registry import LAYERS
 
 
 def conv_params(c_in, c_out, k, rank, bias=True, groups=1):
@@ -209,10 +209,7 @@ def test_unknown_argument_is_named(name):
         build_model({"name": "t", "layers": [{name: {"bogus_arg": 1}}]}, (3, 8, 8))
 
 
-def test_register_rejects_duplicates_and_user_types_build():
-    with pytest.raises(ValueError, match="already registered"):
-        register("conv")(lambda in_shape: None)
-
+def test_user_types_build_and_get_their_default_widths():
     @register("test_scale", doc="multiplies by a constant")
     def scale(in_shape, *, factor=2.0):
         class Scale(torch.nn.Module):
@@ -223,8 +220,13 @@ def test_register_rejects_duplicates_and_user_types_build():
     try:
         model = build_model({"name": "t", "layers": [{"test_scale": {"factor": 3.0}}]}, (2, 4))
         torch.testing.assert_close(model(torch.ones(1, 2, 4)), torch.full((1, 2, 4), 3.0))
+        assert layer_types()["test_scale"].doc == "multiplies by a constant" and LAYERS.get("test_scale").widths == ()
     finally:
-        del _REGISTRY["test_scale"]
+        del LAYERS["test_scale"]
+    assert layer_types()["conv"].widths == ("out_channels",) and layer_types()["linear"].widths == ("out_features",)
+    with pytest.raises(TypeError, match="takes no argument channels"):
+        register("test_wide", widths=("channels",))(lambda in_shape, *, out_channels: None)
+    assert "test_wide" not in LAYERS
 
 
 def test_readme_lists_every_layer_type_as_generated():

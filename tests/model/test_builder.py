@@ -32,7 +32,7 @@ def test_interpolations_resolve_from_the_arguments():
 
 
 @pytest.mark.parametrize("layers,message", [
-    (["convv"], r"model.layers\[0\] \(convv\): unknown layer type 'convv'; did you mean 'conv'.*\(known types: .*avgpool"),
+    (["convv"], r"model.layers\[0\] \(convv\): unknown layer type 'convv'; did you mean 'conv'.*\(known: .*avgpool"),
     ([{"conv": {"out_channels": 4, "kernal_size": 3}}],
      r"model.layers\[0\] \(conv\): unknown argument 'kernal_size'; did you mean 'kernel_size'\?"),
     (["relu", {"conv": {}}], r"model.layers\[1\] \(conv\): missing required argument 'out_channels'"),
