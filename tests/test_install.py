@@ -36,7 +36,8 @@ def test_the_wheel_holds_every_config_file(installed):
     assert written and written <= shipped
     assert "cnnrun/conf/__init__.py" in shipped
     names = set(zipfile.ZipFile(wheel).namelist())
-    packages = [p.relative_to(REPO).as_posix() for p in (REPO / "cnnrun").rglob("__init__.py")]
+    packages = [p.relative_to(REPO).as_posix() for top in ("cnnrun", "hydra_plugins")
+                for p in (REPO / top).rglob("__init__.py")]
     assert packages and all(p in names for p in packages), sorted(set(packages) - names)  # every package listed
     assert not any(n.startswith(("conf/", "tests/", "benchmarks/")) for n in zipfile.ZipFile(wheel).namelist())
 

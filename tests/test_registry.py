@@ -16,7 +16,7 @@ from cnnrun.layers.registry import get_layer_type
 from cnnrun.registry import Registry
 from cnnrun.train.objectives import make_objective
 from cnnrun.train.optim import check_schedule, make_optimizer
-from cnnrun.train.pruning import make_pruner
+from cnnrun.trials import make_pruner
 from hydra_plugins.cnnrun_optuna_sweeper.optuna_sweeper import make_sampler
 from tests.conftest import QUIET
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnrun.errors import ConfigError
-from cnnrun.layers.args import choice, int_tuple, positive_float, positive_int, probability
+from cnnrun.checks import choice, int_tuple, positive_float, positive_int, probability
 from cnnrun.registry import Registry
 
 # name -> an Augmentation class; its keyword-only ``__init__`` arguments are its config

@@ -5,7 +5,7 @@ import math
 
 from torch import nn
 
-from cnnrun.layers import args as A
+from cnnrun import checks as A
 from cnnrun.layers.registry import register
 
 BATCHNORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}

@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from cnnrun.layers import args as A
+from cnnrun import checks as A
 from cnnrun.layers.conv import make_conv
 from cnnrun.layers.registry import get_layer_type, register
 from cnnrun.layers.sequence import LayerRecord, build_layers

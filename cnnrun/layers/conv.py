@@ -5,7 +5,7 @@ from typing import Any
 
 from torch import nn
 
-from cnnrun.layers import args as A
+from cnnrun import checks as A
 from cnnrun.layers.padding import (output_shape, resolve_padding, symmetric, transposed_same, with_end_trim,
                                    with_prepad)
 from cnnrun.layers.registry import register

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnrun.layers import args as A
+from cnnrun import checks as A
 from cnnrun.layers.padding import output_shape, resolve_padding, torch_pad_arg
 from cnnrun.layers.registry import register
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnrun.layers import args as A
+from cnnrun import checks as A
 from cnnrun.layers.registry import register
 
 

@@ -13,8 +13,8 @@ from typing import Any, Sequence
 import torch.nn.functional as F
 from torch import nn
 
+from cnnrun.checks import fmt_shape
 from cnnrun.errors import ConfigError
-from cnnrun.layers.args import fmt_shape
 
 Pads = tuple[tuple[int, int], ...]  # (before, after) per spatial dimension
 

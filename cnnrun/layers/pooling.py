@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnrun.layers import args as A
+from cnnrun import checks as A
 from cnnrun.layers.padding import effective_kernel, output_shape, resolve_padding, symmetric, torch_pad_arg, with_prepad
 from cnnrun.layers.registry import register
 

@@ -18,7 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from cnnrun.errors import ConfigError
-from cnnrun.layers.args import fmt_shape
+from cnnrun.checks import fmt_shape
 from cnnrun.layers.sequence import LayerRecord, build_layers
 from cnnrun.model.scaling import Scale, scale_layers
 

@@ -1,32 +1,12 @@
-"""Optuna pruning inside a job: report the per-epoch validation metric to the job's trial, stop when it is pruned.
-
-The sweeper (``hydra/sweeper=cnnrun_optuna``) tells a job which trial it runs through three environment variables,
-set for the job only (Hydra's ``hydra.job.env_set``, so they reach jobs in worker processes and on cluster nodes):
-the study's storage URL, the study's name and the trial number. The job loads its trial from that storage; the
-study's pruner settings are stored with the study (user attribute ``cnnrun.pruner``), so every job prunes with the
-sweeper's pruner. Light module: Optuna and Lightning load only when a trial runs.
+"""Optuna pruning inside a job: report the per-epoch validation metric to the job's trial (``cnnrun/trials.py``
+says which), stop when it is pruned. Light module: Optuna and Lightning load only when a trial runs.
 """
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
-from cnnrun.errors import ConfigError
-from cnnrun.registry import Entry, Registry
-
-STORAGE_ENV = "CNNRUN_OPTUNA_STORAGE"
-STUDY_ENV = "CNNRUN_OPTUNA_STUDY"
-TRIAL_ENV = "CNNRUN_OPTUNA_TRIAL"
-PRUNER_ATTR = "cnnrun.pruner"
-MONITOR = "val/acc"  # the job's objective (what ``python -m cnnrun`` returns to the sweeper), reported per epoch
-
-# pruners that judge a trial by its per-epoch values (optuna.pruners classes, imported when one is used)
-PRUNERS = Registry("pruner")
-for _name, _cls in (("none", "NopPruner"), ("median", "MedianPruner"), ("percentile", "PercentilePruner"),
-                    ("hyperband", "HyperbandPruner"), ("successive_halving", "SuccessiveHalvingPruner"),
-                    ("threshold", "ThresholdPruner")):
-    PRUNERS.register(_name, f"optuna.pruners.{_cls}")
+from cnnrun.trials import MONITOR, PRUNER_ATTR, make_pruner, trial_from_env
 
 
 class Pruned(Exception):
@@ -35,50 +15,6 @@ class Pruned(Exception):
     def __init__(self, epoch: int, value: float, history: list[dict[str, Any]] | None = None):
         self.epoch, self.value, self.history = epoch, value, history or []
         super().__init__(f"trial pruned after epoch {epoch} ({MONITOR}={value:.4f})")
-
-
-def settings_for(entry: Entry, settings: dict[str, Any], key: str,
-                 extra: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
-    """Keyword arguments of ``entry`` from flat, typed settings (null: not set) and ``extra`` (a free-form ``args``
-    mapping at ``<key>.args``): the set settings that it takes and every key of ``extra``, which must be an argument;
-    and the names of the set settings it does not take (left out)."""
-    kwargs, ignored = entry.split({k: v for k, v in settings.items() if v is not None})
-    kwargs.update(extra or {})
-    entry.check_arguments(kwargs, f"{key}.args")  # only a key of extra can be unknown here
-    return kwargs, ignored
-
-
-def _pruner(name: Any, key: str) -> Entry:
-    return PRUNERS.get("none" if name is None else name, path=f"{key}.name")
-
-
-def pruner_spec(settings: dict[str, Any] | None, key: str = "hydra.sweeper.pruner") -> tuple[dict[str, Any], list[str]]:
-    """The pruner to use, ``{name: ..., <its arguments>}``, from the sweeper's flat settings; and the settings that
-    the chosen pruner does not take (so a config can switch pruners without clearing the other one's settings)."""
-    settings = dict(settings or {})
-    entry = _pruner(settings.pop("name", None), key)
-    kwargs, ignored = settings_for(entry, settings, key)
-    return {"name": entry.name, **kwargs}, ignored
-
-
-def make_pruner(spec: dict[str, Any] | None, key: str = "hydra.sweeper.pruner"):
-    """An ``optuna.pruners`` object from ``{name: median, n_startup_trials: 5, ...}`` (None: no pruning); every set
-    (non-null) key must be an argument of the pruner."""
-    spec = {k: v for k, v in (spec or {}).items() if v is not None}
-    entry = _pruner(spec.pop("name", None), key)
-    entry.check_arguments(spec, key)
-    try:
-        return entry.builder(**spec)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(key, f"{entry.origin}: {err}") from None
-
-
-def trial_from_env() -> tuple[str, str, int] | None:
-    """(storage URL, study name, trial number) when this job runs an Optuna trial, else None."""
-    storage, study, number = (os.environ.get(k) for k in (STORAGE_ENV, STUDY_ENV, TRIAL_ENV))
-    if not (storage and study and number):
-        return None
-    return storage, study, int(number)
 
 
 def pruning_callback():

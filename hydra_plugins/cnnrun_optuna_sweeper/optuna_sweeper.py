@@ -45,7 +45,7 @@ def _plain(node: Any) -> Any:
 
 def make_sampler(settings: dict[str, Any], key: str = "hydra.sweeper.sampler"):
     """An ``optuna.samplers`` object from the flat settings ``{name: tpe, seed: 0, ..., args: {...}}``."""
-    from cnnrun.train.pruning import settings_for
+    from cnnrun.trials import settings_for
 
     settings = dict(settings or {})
     extra = settings.pop("args", None) or {}
@@ -139,7 +139,7 @@ class CnnrunOptunaSweeper(Sweeper):
 
     def _pruner(self):
         """The pruner and its settings as the jobs rebuild it (``{name: ..., <arguments>}``)."""
-        from cnnrun.train.pruning import make_pruner, pruner_spec
+        from cnnrun.trials import make_pruner, pruner_spec
 
         try:
             spec, ignored = pruner_spec(self.pruner_settings)
@@ -154,7 +154,7 @@ class CnnrunOptunaSweeper(Sweeper):
     def _create_study(self, space: SearchSpace, sampler, pruner, spec: dict[str, Any]):
         import optuna
 
-        from cnnrun.train.pruning import PRUNER_ATTR
+        from cnnrun.trials import PRUNER_ATTR
 
         storage = self.storage or f"sqlite:///{self.sweep_dir / 'optuna.db'}"
         name = self._study_name()
@@ -234,7 +234,7 @@ class CnnrunOptunaSweeper(Sweeper):
         return returns
 
     def _overrides(self, space: SearchSpace, trial, storage: str, study_name: str) -> list[str]:
-        from cnnrun.train.pruning import STORAGE_ENV, STUDY_ENV, TRIAL_ENV
+        from cnnrun.trials import STORAGE_ENV, STUDY_ENV, TRIAL_ENV
 
         return [*space.overrides(trial.params),
                 f"++hydra.job.env_set.{STORAGE_ENV}={_quoted(storage)}",

@@ -9,7 +9,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from cnnrun.config import CONFIG_DIR, register_resolvers
 from cnnrun.errors import ConfigError
-from cnnrun.train.pruning import make_pruner, pruner_spec
+from cnnrun.trials import make_pruner, pruner_spec
 from hydra_plugins.cnnrun_optuna_sweeper._space import SweepConfigError, search_space
 from hydra_plugins.cnnrun_optuna_sweeper.optuna_sweeper import make_sampler
 
@@ -134,12 +134,12 @@ def test_a_users_imports_module_registers_a_sampler_and_a_pruner(tmp_path, monke
     """The sweeper imports the config's ``imports:`` modules before it builds its sampler and pruner."""
     import sys
 
-    from cnnrun.train.pruning import PRUNERS
+    from cnnrun.trials import PRUNERS
     from hydra_plugins.cnnrun_optuna_sweeper.optuna_sweeper import SAMPLERS, CnnrunOptunaSweeper
 
     (tmp_path / "cnnrun_user_search.py").write_text(
         "import optuna\n"
-        "from cnnrun.train.pruning import PRUNERS\n"
+        "from cnnrun.trials import PRUNERS\n"
         "from hydra_plugins.cnnrun_optuna_sweeper.optuna_sweeper import SAMPLERS\n"
         "class EveryOther(optuna.samplers.RandomSampler):\n    pass\n"
         "SAMPLERS.register('every_other', EveryOther)\n"

@@ -1,4 +1,4 @@
-"""Value checks shared by the layer builders. Each raises ConfigError naming the argument."""
+"""Value checks shared by the layer builders and the augmentations. Each raises ConfigError naming the argument."""
 from __future__ import annotations
 
 from typing import Any, Sequence
