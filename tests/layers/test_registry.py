@@ -227,14 +227,3 @@ def test_user_types_build_and_get_their_default_widths():
     with pytest.raises(TypeError, match="takes no argument channels"):
         register("test_wide", widths=("channels",))(lambda in_shape, *, out_channels: None)
     assert "test_wide" not in LAYERS
-
-
-def test_readme_lists_every_layer_type_as_generated():
-    from cnnrun.layers.docs import END, START, layer_table
-    from tests.conftest import REPO
-
-    readme = (REPO / "README.md").read_text()
-    assert readme.split(START, 1)[1].split(END, 1)[0].strip() == layer_table(), \
-        "run: python -m cnnrun.layers.docs --write"
-    for name in layer_types():
-        assert f"| `{name}` |" in readme
