@@ -38,6 +38,7 @@ def _multirun() -> bool:
 @hydra.main(version_base="1.3", config_path="pkg://cnnrun.conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """One job: run the config; map user errors to 'error: ...' and exit status 2 (1 for a failed run)."""
+    from cnnrun.atomic import WriteError
     from cnnrun.errors import ConfigError, Diverged
     from cnnrun.run import run
     from cnnrun.train.pruning import Pruned
@@ -61,6 +62,13 @@ def main(cfg: DictConfig) -> float | None:
             sys.exit(1)
     except Pruned as err:  # an Optuna trial stopped early by its pruner: recorded as pruned, not a failure
         print(f"job {err}", file=sys.stderr, flush=True)
+    except WriteError as err:  # a full disk or an unwritable file: one line naming the file (metrics.json has it)
+        _state["failed"] += 1
+        if full_error:
+            raise
+        _error(str(err))
+        if not _multirun():
+            sys.exit(1)
     except Exception as err:  # a crash: recorded in metrics.json; a sweep goes on with its other jobs
         _state["failed"] += 1
         if not _multirun() or full_error:
@@ -68,6 +76,18 @@ def main(cfg: DictConfig) -> float | None:
             raise
         _error(f"job failed: {type(err).__name__}: {err}")
     return None
+
+
+def _output_error(err: BaseException):
+    """Hydra could not create or write the run (or sweep) folder: a ConfigError naming it, else None."""
+    from cnnrun.atomic import unwritable_cause
+    from cnnrun.errors import ConfigError
+
+    cause = unwritable_cause(err)
+    if cause is None:
+        return None
+    key = "hydra.sweep.dir" if {"-m", "--multirun"} & set(sys.argv[1:]) else "hydra.run.dir"
+    return ConfigError(key, str(cause))
 
 
 def cli() -> None:
@@ -80,7 +100,7 @@ def cli() -> None:
     try:
         main()
     except Exception as err:  # raised by Hydra: a config that does not compose, or a job's crash
-        error = None if _full_error() or err is _state["crash"] else composition_error(err)
+        error = None if _full_error() or err is _state["crash"] else composition_error(err) or _output_error(err)
         if error is None:
             raise
         _error(str(error))

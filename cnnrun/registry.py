@@ -96,15 +96,18 @@ class Entry:
         """The arguments without a default."""
         return [k for k, p in self.arguments.items() if p.default is _EMPTY]
 
-    def check_arguments(self, args: Mapping[str, Any], path: str | None = None) -> None:
+    def check_arguments(self, args: Mapping[str, Any], path: str | None = None, *, node: bool = False) -> None:
         """Every key of ``args`` is an argument of the builder and every required argument is there; otherwise a
-        ConfigError at ``path`` that names the argument (with close matches and the valid ones)."""
+        ConfigError at ``path`` that names the argument (with close matches and the valid ones). ``node``: the
+        arguments are the keys of the config node ``path`` (``optim``), so the error names the key itself
+        (``optim.momentun``), not only the node (as for a layer item, ``model.layers[0] (conv)``)."""
         arguments, open_ended = self._signature
         for key in args:
             if key not in arguments and not open_ended:
                 valid = ", ".join(arguments) or "none"
-                raise ConfigError(path, f"unknown argument '{key}'{did_you_mean(key, arguments)} "
-                                        f"(valid arguments: {valid})")
+                where = f"{path}.{key}" if node and path else path
+                raise ConfigError(where, f"unknown argument '{key}'{did_you_mean(key, arguments)} "
+                                         f"(valid arguments: {valid})")
         missing = [k for k in self.required if k not in args]
         if missing:
             raise ConfigError(path, "missing required argument " + ", ".join(f"'{m}'" for m in missing))
@@ -116,12 +119,12 @@ class Entry:
         taken = {k: v for k, v in settings.items() if k in arguments or open_ended}
         return taken, sorted(k for k in settings if k not in taken)
 
-    def build(self, *inputs: Any, path: str | None = None) -> Any:
+    def build(self, *inputs: Any, path: str | None = None, node: bool = False) -> Any:
         """``build(*inputs, args)``: the builder called with the caller's inputs and the config's arguments ``args``
         (a mapping, the last positional argument), after :meth:`check_arguments`. A ConfigError that the builder
         raises about one of its arguments is located under ``path`` (``loss`` + ``gamma``: ``loss.gamma``)."""
         *inputs, args = inputs
-        self.check_arguments(args, path)
+        self.check_arguments(args, path, node=node)
         try:
             return self.builder(*inputs, **args)
         except ConfigError as err:

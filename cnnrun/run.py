@@ -13,11 +13,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from cnnrun.atomic import check_writable, unwritable_cause
 from cnnrun.config import check_root, import_user_modules, run_dir_and_overrides, to_plain
 from cnnrun.errors import ConfigError, Diverged
+from cnnrun.record import RunRecord
+from cnnrun.runfiles import print_summary, write_config, write_json
 from cnnrun.sweep import current_launch
 from cnnrun.train.pruning import Pruned
-from cnnrun.runfiles import print_summary, write_config, write_json
+
 
 def check_config(plain: dict[str, Any]):
     """Everything that can be checked before data are loaded; returns the model built from the config."""
@@ -72,26 +75,28 @@ def adopt_checkpoint_model(plain: dict[str, Any]) -> None:
 def run(cfg: DictConfig | dict, output_dir: str | os.PathLike | None = None) -> dict[str, float]:
     """Run ``cfg`` (from :func:`cnnrun.compose` or the CLI) as the CLI does; return the final metrics.
 
-    Writes ``metrics.json`` in every case. Raises :class:`ConfigError` for a bad config (before any training),
-    :class:`Diverged` when the loss becomes NaN or infinite, and lets other errors through after recording them.
+    Writes ``metrics.json`` in every case (where the run folder can still be written). Raises :class:`ConfigError`
+    for a bad config or an unwritable run folder (before any training), :class:`Diverged` when the loss becomes NaN
+    or infinite, and lets other errors through after recording them.
     """
     started = time.time()
-    run_dir, overrides = run_dir_and_overrides(output_dir)
-    record: dict[str, Any] = {
-        "status": "failed", "error": None, "metrics": {}, "params": None, "duration_s": None,
-        "overrides": overrides, "seed": None, "mode": None, "run_dir": str(run_dir),
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
-        "host": platform.node(), "launch": current_launch(),
-    }
+    run_dir, overrides = writable_run_dir(output_dir)
+    record = RunRecord(status="failed", overrides=overrides, run_dir=str(run_dir),
+                       started_at=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+                       host=platform.node(), launch=current_launch())
+    plain: dict[str, Any] | None = None
+    config_written = False  # config.yaml is written once: when the config is complete, or at the end
     try:
         from cnnrun.generalization import apply_generalization, method_name
 
         if isinstance(cfg, dict):
             cfg = OmegaConf.create(cfg)
-        record["method"] = method_name(cfg)
+        record.method = method_name(cfg)
         plain = to_plain(apply_generalization(cfg))
-        record["seed"], record["mode"] = plain.get("seed"), plain.get("mode")
-        write_config(run_dir, plain)
+        record.seed, record.mode = plain.get("seed"), plain.get("mode")
+        if plain.get("mode") in ("gallery", "summary"):  # modes that load no data: the config is complete now
+            write_config(run_dir, plain)
+            config_written = True
         if plain.get("mode") == "gallery":
             from cnnrun.layers.registry import get_layer_type
             from cnnrun.report.gallery import gallery
@@ -110,42 +115,79 @@ def run(cfg: DictConfig | dict, output_dir: str | os.PathLike | None = None) -> 
 
         pl.seed_everything(run_seed(plain), workers=True, verbose=False)
         model = check_config(plain)
-        record["params"] = sum(p.numel() for p in model.parameters())
+        record.params = sum(p.numel() for p in model.parameters())
         from cnnrun.train.trainer import apply_job_resources
 
-        record["resources"] = apply_job_resources(plain)  # threads and GPU of this job (parallel sweeps)
-        from cnnrun.train.fit import fit_and_test
+        record.resources = apply_job_resources(plain)  # threads and GPU of this job (parallel sweeps)
+        from cnnrun.train.fit import fit_and_test, load_splits
 
-        fit_and_test(plain, model, run_dir, record, started)
-        record["status"] = "completed"
-        return dict(record["metrics"])
+        splits = load_splits(plain, record)  # the training split's statistics complete the config
+        write_config(run_dir, plain)
+        config_written = True
+        fit_and_test(plain, model, splits, run_dir, record, started)
+        record.status = "completed"
+        return dict(record.metrics)
     except Diverged as err:
-        record["status"], record["error"] = "diverged", str(err)
-        record["diverged_at"] = {"epoch": err.epoch, "step": err.step}
+        record.status, record.error = "diverged", str(err)
+        record.diverged_at = {"epoch": err.epoch, "step": err.step}
         raise
     except ConfigError as err:
-        record["error"] = str(err)
+        record.error = str(err)
         raise
     except Pruned as err:  # an Optuna trial stopped by its pruner: a normal end, not a failure
-        record["status"], record["pruned_at"] = "pruned", {"epoch": err.epoch, "val/acc": err.value}
-        record["history"], record["epochs"] = err.history, len(err.history)
-        record["metrics"] = {k: v for k, v in (err.history[-1] if err.history else {}).items() if k != "epoch"}
+        record.status, record.pruned_at = "pruned", {"epoch": err.epoch, "val/acc": err.value}
+        record.history, record.epochs = err.history, len(err.history)
+        record.metrics = {k: v for k, v in (err.history[-1] if err.history else {}).items() if k != "epoch"}
         raise
     except BaseException as err:
-        record["error"] = f"{type(err).__name__}: {err}"
-        record["traceback"] = traceback.format_exc(limit=20)
+        record.error = f"{type(err).__name__}: {err}"
+        record.traceback = traceback.format_exc(limit=20)
         raise
     finally:
-        record["duration_s"] = round(time.time() - started, 3)
-        write_json(run_dir / "metrics.json", record)
+        record.duration_s = round(time.time() - started, 3)
+        _write_at_end(run_dir, record, None if config_written else plain)
 
 
-def _summary_only(plain, model, run_dir: Path, record: dict[str, Any]) -> dict[str, float]:
+def writable_run_dir(output_dir: str | os.PathLike | None) -> tuple[Path, list[str]]:
+    """The run folder (created) and the job's overrides; a folder that cannot be created or written is a
+    ConfigError naming it, before anything runs."""
+    try:
+        run_dir, overrides = run_dir_and_overrides(output_dir)
+        check_writable(run_dir)
+    except OSError as err:
+        cause = unwritable_cause(err)
+        if cause is None:
+            raise
+        raise ConfigError(_run_dir_key(), str(cause)) from err
+    return run_dir, overrides
+
+
+def _run_dir_key() -> str:
+    """The setting that chose the run folder: Hydra's under the CLI, run()'s ``output_dir`` otherwise."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return "output_dir"
+    return "hydra.sweep.dir" if HydraConfig.get().mode == RunMode.MULTIRUN else "hydra.run.dir"
+
+
+def _write_at_end(run_dir: Path, record: RunRecord, unwritten_config: dict[str, Any] | None) -> None:
+    """metrics.json, and config.yaml as far as it is known when the run stopped before writing it; a failure to
+    write config.yaml does not keep metrics.json from being written."""
+    try:
+        if unwritten_config is not None:
+            write_config(run_dir, unwritten_config)
+    finally:
+        record.write(run_dir)
+
+
+def _summary_only(plain, model, run_dir: Path, record: RunRecord) -> dict[str, float]:
     from cnnrun.model import summarize
 
     summary = summarize(model, plain["data"]["input_shape"])
     write_json(run_dir / "summary.json", summary)
     print_summary(summary)
-    record["params"] = summary["total_params"]
-    record["status"] = "completed"
+    record.params = summary["total_params"]
+    record.status = "completed"
     return {}

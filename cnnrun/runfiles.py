@@ -1,30 +1,27 @@
-"""What a run writes into its folder, and how it prints: shared by every mode."""
+"""What a run writes into its folder, and how it prints: shared by every mode. Every file goes through
+:func:`cnnrun.atomic.atomic_write` (crash-safe); only rank 0 of a distributed run writes."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
+from cnnrun.atomic import write_text
 from cnnrun.distributed import is_rank_zero
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write atomically, so that a reader never sees half a file. Only rank 0 of a distributed run writes."""
-    if not is_rank_zero():
-        return
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    """Write ``data`` as indented JSON, atomically (a reader never sees half a file); rank 0 only."""
+    if is_rank_zero():
+        write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def write_config(run_dir: Path, plain: dict[str, Any]) -> None:
-    """The resolved config, as YAML (``config.yaml``); rank 0 only."""
-    if not is_rank_zero():
-        return
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(plain)))
+    """The resolved config, as YAML (``config.yaml``), atomically; rank 0 only."""
+    if is_rank_zero():
+        write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(plain)))
 
 
 def print_summary(summary: dict[str, Any]) -> None:

@@ -9,12 +9,13 @@ Optuna study that resumes) counts only the new jobs. Light module.
 """
 from __future__ import annotations
 
-import json
 import os
 import secrets
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from cnnrun.record import FINISHED_WELL, RECORD_FILE, RunRecord
 
 try:
     from hydra.experimental.callback import Callback
@@ -45,21 +46,18 @@ def current_launch() -> str | None:
 
 
 def launch_status(launch: str, sweep_dirs: list[Path] | None = None) -> Counter:
-    """status -> number of jobs of ``launch`` (completed, failed, diverged, pruned), from their metrics.json."""
+    """status -> number of jobs of ``launch`` (completed, failed, diverged, pruned), from their run records."""
     counts: Counter = Counter()
     for sweep_dir in _sweep_dirs if sweep_dirs is None else sweep_dirs:
         if not sweep_dir.is_dir():
             continue
-        for path in sweep_dir.rglob("metrics.json"):
-            try:
-                record = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
-            if record.get("launch") == launch:
-                counts[record.get("status", "failed")] += 1
+        for path in sweep_dir.rglob(RECORD_FILE):
+            record = RunRecord.read(path.parent)  # an unreadable file has no launch: not counted
+            if record.launch == launch:
+                counts[record.status] += 1
     return counts
 
 
 def failed_jobs(counts: Counter) -> int:
     """Jobs that neither completed nor were pruned (pruning is a normal end of an Optuna trial)."""
-    return sum(n for status, n in counts.items() if status not in ("completed", "pruned"))
+    return sum(n for status, n in counts.items() if status not in FINISHED_WELL)

@@ -150,9 +150,9 @@ def test_every_project_registry_names_the_key_the_kind_and_the_close_name(call, 
 
 
 @pytest.mark.parametrize("call,path,message", [
-    (lambda: make_optimizer(PARAMS, {"name": "sgd", "lr": 0.1, "momentun": 0.9}), "optim",
+    (lambda: make_optimizer(PARAMS, {"name": "sgd", "lr": 0.1, "momentun": 0.9}), "optim.momentun",
      "unknown argument 'momentun'; did you mean 'momentum'?"),
-    (lambda: check_schedule({"name": "step", "step_sise": 2}), "sched",
+    (lambda: check_schedule({"name": "step", "step_sise": 2}), "sched.step_sise",
      "unknown argument 'step_sise'; did you mean 'step_size'? (valid arguments: step_size, gamma)"),
     (lambda: check_schedule({"name": "onecycle", "pct_start": 1.5}), "sched", "onecycle: "),
     (lambda: check_schedule({"name": "cosine", "warmup_epochs": -1}), "sched.warmup_epochs",

@@ -420,7 +420,7 @@ def build_augment(spec: Any, input_shape: Sequence[int], value_range: tuple[floa
             supported = " and ".join(RANK_NAMES[r] for r in ranks)
             raise ConfigError(where, f"works on {supported}, not on {RANK_NAMES.get(rank, f'rank-{rank} data')} "
                                      f"of shape {shape}")
-        op = entry.build(shape, args, path=where)
+        op = entry.build(shape, args, path=where, node=True)
         op.bounds = value_range
         ops.append(op)
     return Augment(ops)

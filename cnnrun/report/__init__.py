@@ -31,16 +31,10 @@ import os
 import sys
 from pathlib import Path
 
+from cnnrun.atomic import write_text
 from cnnrun.report.plots import plot
 from cnnrun.report.runs import group_jobs, read_sweep
 from cnnrun.report.tables import csv_text, identical_warnings, markdown_text
-
-
-def _write(path: Path, text: str) -> None:
-    """Write atomically: jobs in other processes may rebuild the report at the same time."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def build_report(sweep_dir: str | os.PathLike, *, figure: bool = True, warn: bool = False) -> dict[str, Path]:
@@ -50,8 +44,10 @@ def build_report(sweep_dir: str | os.PathLike, *, figure: bool = True, warn: boo
     jobs, common = read_sweep(sweep_dir)
     groups = group_jobs(jobs)
     out = {"csv": sweep_dir / "comparison.csv", "md": sweep_dir / "comparison.md"}
-    _write(out["csv"], csv_text(jobs, groups))
-    _write(out["md"], markdown_text(sweep_dir, jobs, groups, common))
+    # atomic: a killed process leaves the previous complete table, and jobs in other processes may rebuild the
+    # report at the same time (each writes its own temporary file)
+    write_text(out["csv"], csv_text(jobs, groups))
+    write_text(out["md"], markdown_text(sweep_dir, jobs, groups, common))
     if figure and jobs:
         out["png"] = sweep_dir / "comparison.png"
         plot(out["png"], groups)

@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from cnnrun.atomic import atomic_write
 from cnnrun.config import check_root
 from cnnrun.errors import ConfigError, did_you_mean
+from cnnrun.record import RunRecord
 
 if TYPE_CHECKING:  # torch loads when a picture is drawn, after the settings are checked
     import torch
@@ -196,7 +198,7 @@ def checkerboard_figure(grey: torch.Tensor, layer_type: LayerType):
     return fig
 
 
-def gallery(plain: dict[str, Any], run_dir: Path, record: dict[str, Any], layer_type: LayerType) -> dict[str, float]:
+def gallery(plain: dict[str, Any], run_dir: Path, record: RunRecord, layer_type: LayerType) -> dict[str, float]:
     """Draw the gallery picture of ``plain['kind']`` with the layers of ``layer_type`` into ``run_dir`` (and
     TensorBoard); returns no metrics."""
     check_root(plain)
@@ -211,7 +213,7 @@ def gallery(plain: dict[str, Any], run_dir: Path, record: dict[str, Any], layer_
     else:
         fig = checkerboard_figure(grey, layer_type)
     png = run_dir / f"gallery_{kind}.png"
-    fig.savefig(png)
+    atomic_write(png, lambda f: fig.savefig(f, format="png"))
     if (plain.get("logger") or {}).get("tensorboard", False):
         from torch.utils.tensorboard import SummaryWriter  # TensorBoard: only when the picture is logged
 
@@ -219,7 +221,7 @@ def gallery(plain: dict[str, Any], run_dir: Path, record: dict[str, Any], layer_
 
         with SummaryWriter(log_dir=str(run_dir / "tensorboard")) as writer:
             writer.add_image(f"gallery/{kind}", figure_image(fig), 0)
-    record["status"] = "completed"
-    record["gallery"] = str(png)
+    record.status = "completed"
+    record.gallery = str(png)
     print(f"gallery: {png}")
     return {}

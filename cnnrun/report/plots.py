@@ -2,10 +2,10 @@
 and the validation-accuracy curves per epoch (mean over seeds)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
+from cnnrun.atomic import atomic_write
 from cnnrun.report.runs import Group, val_curve
 from cnnrun.report.stats import mean_std, ranked
 
@@ -49,7 +49,7 @@ def plot(path: Path, groups: Sequence[Group]) -> None:
     ax2.grid(alpha=0.3)
     if ax2.lines:
         ax2.legend(fontsize=7, loc="lower right")
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    finally:
+        plt.close(fig)

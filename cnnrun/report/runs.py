@@ -16,6 +16,7 @@ from typing import Any, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from cnnrun.generalization import effective_config
+from cnnrun.record import RECORD_FILE, RunRecord
 
 AS_CONFIGURED = "as configured"  # the label of the configuration whose jobs share every override but the seed
 
@@ -25,7 +26,7 @@ class Job:
     """One job's folder and what it recorded."""
 
     dir: Path
-    record: dict[str, Any]
+    record: RunRecord
     overrides: list[str]
     seed: Any
     config: str  # the job's configuration: its method and its overrides other than the seed
@@ -35,11 +36,11 @@ class Job:
 
     @property
     def status(self) -> str:
-        return self.record.get("status", "unknown")
+        return self.record.status
 
     @property
     def metrics(self) -> dict[str, float]:
-        return self.record.get("metrics") or {}
+        return self.record.metrics
 
 
 @dataclass
@@ -78,8 +79,9 @@ def _is_method(override: str) -> bool:
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
-    """Job folders: those with Hydra's ``.hydra`` record or a ``metrics.json`` (at any depth)."""
-    found = {p.parent for p in sweep_dir.rglob("metrics.json")}
+    """Job folders: those with Hydra's ``.hydra`` record or a ``metrics.json`` (at any depth; a temporary file of
+    an interrupted write has another name)."""
+    found = {p.parent for p in sweep_dir.rglob(RECORD_FILE)}
     found |= {p.parent for p in sweep_dir.rglob(".hydra") if (p / "overrides.yaml").exists()}
     found.discard(sweep_dir)
     return sorted(found, key=lambda p: [int(s) if s.isdigit() else s for s in p.relative_to(sweep_dir).parts])
@@ -92,20 +94,13 @@ def _read_overrides(job_dir: Path) -> list[str]:
 
 def read_job(job_dir: Path) -> Job:
     """The job in ``job_dir``, labelled by its method and all its overrides but the seed."""
-    path = job_dir / "metrics.json"
-    if path.exists():
-        try:
-            record = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            record = {"status": "unreadable", "error": f"metrics.json: {err}"}
-    else:
-        record = {"status": "unfinished", "error": "no metrics.json: the job is running or was killed"}
-    overrides = record.get("overrides") or _read_overrides(job_dir)
+    record = RunRecord.read(job_dir)  # unfinished (no metrics.json) or unreadable ones included
+    overrides = record.overrides or _read_overrides(job_dir)
     others = [o for o in overrides if not _is_seed(o) and not _is_method(o)]
-    seed = record.get("seed")
+    seed = record.seed
     if seed is None:
         seed = next((o.split("=", 1)[1] for o in overrides if _is_seed(o)), None)
-    method = record.get("method") or next((o.split("=", 1)[1] for o in overrides if _is_method(o)), None)
+    method = record.method or next((o.split("=", 1)[1] for o in overrides if _is_method(o)), None)
     job = Job(job_dir, record, overrides, seed, "", method, " ".join(others), effective_fingerprint(job_dir))
     job.config = _label(job)
     return job
@@ -154,7 +149,7 @@ def method_descriptions(jobs: Sequence[Job]) -> dict[str, str]:
 
 def val_curve(job: Job) -> list[tuple[int, float]]:
     """(epoch, val/acc) from the job's history, or from its TensorBoard events when it died before writing it."""
-    history = job.record.get("history") or []
+    history = job.record.history or []
     curve = [(int(h["epoch"]), float(h["val/acc"])) for h in history if "val/acc" in h]
     if curve:
         return curve

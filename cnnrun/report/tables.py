@@ -50,10 +50,10 @@ def csv_text(jobs: Sequence[Job], groups: Sequence[Group] = ()) -> str:
     writer.writeheader()
     for j in jobs:
         row = {"job": j.dir.name, "config": j.config, "method": j.method, "seed": j.seed, "status": j.status,
-               "params": j.record.get("params"), "epochs": j.record.get("epochs"),
-               "duration_s": j.record.get("duration_s"), "effective_config": j.effective,
+               "params": j.record.params, "epochs": j.record.epochs,
+               "duration_s": j.record.duration_s, "effective_config": j.effective,
                "same_config_as": "; ".join(same.get(j.config, [])), "overrides": " ".join(j.overrides),
-               "error": (j.record.get("error") or "").replace("\n", " ")}
+               "error": (j.record.error or "").replace("\n", " ")}
         row.update({k: j.metrics.get(k) for k in (*METRIC_COLUMNS, *extra)})
         writer.writerow(row)
     return out.getvalue()
@@ -90,7 +90,7 @@ def markdown_text(sweep_dir: Path, jobs: Sequence[Job], groups: Sequence[Group],
         lines += ["", "## Jobs that did not complete", "", "| job | configuration | seed | status | error |",
                   "|---|---|---|---|---|"]
         for j in bad:
-            error = (j.record.get("error") or "").replace("\n", " ").replace("|", "\\|")
+            error = (j.record.error or "").replace("\n", " ").replace("|", "\\|")
             lines.append(f"| {j.dir.relative_to(sweep_dir)} | {j.config} | {j.seed} | {j.status} | {error} |")
     return "\n".join(lines) + "\n"
 

@@ -1,4 +1,4 @@
-"""Train (fit, then test the best checkpoint) or test a checkpoint; fill the run's metrics record."""
+"""Train (fit, then test the best checkpoint) or test a checkpoint; fill the run's record."""
 from __future__ import annotations
 
 import time
@@ -13,7 +13,8 @@ from cnnrun.distributed import is_rank_zero
 from cnnrun.train.datamodule import InMemoryDataModule
 from cnnrun.train.dashboards import make_dashboards
 from cnnrun.train.module import Classifier
-from cnnrun.runfiles import flat_hparams, print_summary, write_config, write_json
+from cnnrun.record import RunRecord
+from cnnrun.runfiles import flat_hparams, print_summary, write_json
 from cnnrun.train.trainer import make_trainer
 
 
@@ -48,18 +49,24 @@ def clean_train_loader(datamodule: InMemoryDataModule):
     return datamodule.train_eval_dataloader()
 
 
-def fit_and_test(plain: dict[str, Any], model: torch.nn.Module, run_dir: Path, record: dict[str, Any],
-                 started: float) -> None:
+def load_splits(plain: dict[str, Any], record: RunRecord):
+    """The run's data splits; their statistics complete the config (``data.stats``), their sizes and class counts
+    go into the record."""
     splits = load_data_cached(plain["data"])
     plain["data"]["stats"] = splits.stats
-    record["data_sizes"] = splits.sizes()
-    record["class_counts"] = {split: splits.class_counts(split) for split in ("train", "val", "test")}
-    write_config(run_dir, plain)
+    record.data_sizes = splits.sizes()
+    record.class_counts = {split: splits.class_counts(split) for split in ("train", "val", "test")}
+    return splits
 
+
+def fit_and_test(plain: dict[str, Any], model: torch.nn.Module, splits, run_dir: Path, record: RunRecord,
+                 started: float) -> None:
+    """Train ``model`` on ``splits`` (from :func:`load_splits`) and test the selected checkpoint, or test the
+    configured checkpoint (``mode=test``); fill ``record`` with what happened."""
     summary = summarize(model, plain["data"]["input_shape"])
     write_json(run_dir / "summary.json", summary)
     print_summary(summary)
-    record["params"] = summary["total_params"]
+    record.params = summary["total_params"]
 
     module = Classifier(plain, model)
     datamodule = InMemoryDataModule(splits, plain["data"]["batch_size"], plain["seed"], data=plain["data"])
@@ -79,17 +86,16 @@ def fit_and_test(plain: dict[str, Any], model: torch.nn.Module, run_dir: Path, r
     if plain["mode"] == "train":
         fit_started = time.time()
         trainer.fit(module, datamodule=datamodule, ckpt_path=plain.get("ckpt_path"))
-        record["fit_s"] = round(time.time() - fit_started, 3)
+        record.fit_s = round(time.time() - fit_started, 3)
         first_step = module.stepper.started_at if module.stepper is not None else None
         if first_step is not None:
-            record["time_to_first_step_s"] = round(first_step - started, 3)
+            record.time_to_first_step_s = round(first_step - started, 3)
         ckpt_cb = trainer.checkpoint_callback
         best = ckpt_cb.best_model_path if ckpt_cb is not None else ""
-        record["best_checkpoint"] = best or None
+        record.best_checkpoint = best or None
         # which epoch the test evaluates, and why (the monitor, its tie-break and the epochs that tied)
-        selected = ckpt_cb.selection() if best else None
-        record["selected"] = selected
-        record["best_val_acc"] = (selected or {}).get("val_metrics", {}).get("val/acc")
+        record.selected = ckpt_cb.selection() if best else None
+        record.best_val_acc = (record.selected or {}).get("val_metrics", {}).get("val/acc")
         test_ckpt = best or None
     else:
         test_ckpt = plain["ckpt_path"]
@@ -101,7 +107,7 @@ def fit_and_test(plain: dict[str, Any], model: torch.nn.Module, run_dir: Path, r
     trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt, verbose=True)
 
     if getattr(module, "shards", None):
-        record["distributed"] = module.shards
+        record.distributed = module.shards
     last = module.history[-1] if module.history else {}
     metrics = {k: last[k] for k in ("train/loss", "train/acc", "val/loss", "val/acc") if k in last}
     if plain["mode"] == "train":
@@ -112,13 +118,13 @@ def fit_and_test(plain: dict[str, Any], model: torch.nn.Module, run_dir: Path, r
         module.eval_stage = "test"
     metrics.update(getattr(module, "eval_metrics", {}))
     if "train_eval/acc" in metrics:
-        best_val = record.get("best_val_acc")
+        best_val = record.best_val_acc
         metrics["best/val_acc"] = best_val if best_val is not None else metrics.get("val/acc")
         if metrics["best/val_acc"] is not None:
             metrics["gap"] = metrics["train_eval/acc"] - metrics["best/val_acc"]
-    record["metrics"] = metrics
-    record["epochs"] = len(module.history)
-    record["history"] = module.history
+    record.metrics = metrics
+    record.epochs = len(module.history)
+    record.history = module.history
     final = {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items() if v is not None}
     for logger in trainer.loggers:  # the hyperparameters with the run's final metrics (TensorBoard's HPARAMS tab)
         if logger is tb:

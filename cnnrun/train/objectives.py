@@ -63,7 +63,7 @@ def make_objective(cfg: dict[str, Any]) -> Objective:
     entry = LOSSES.get(cfg.get("name", "cross_entropy"), path="loss.name")
     settings = {k: v for k, v in cfg.items() if k != "name"}
     check_keys(settings, {"name", *(a for name in LOSSES for a in LOSSES.get(name).arguments)}, "loss")
-    return entry.build(entry.split(settings)[0], path="loss")
+    return entry.build(entry.split(settings)[0], path="loss", node=True)
 
 
 def _smoothing(value: Any) -> float:

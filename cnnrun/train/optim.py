@@ -29,7 +29,7 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: dict[str, Any]) ->
     lr = kwargs.get("lr")
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr):
         raise ConfigError("optim.lr", f"must be a positive number, got {lr!r}")
-    entry.check_arguments(kwargs, path="optim")
+    entry.check_arguments(kwargs, path="optim", node=True)
     if isinstance(kwargs.get("betas"), list):
         kwargs["betas"] = tuple(kwargs["betas"])
     try:
@@ -44,7 +44,8 @@ def make_schedule(optimizer: torch.optim.Optimizer, cfg: dict[str, Any], total_s
     entry = SCHEDULES.get(cfg.get("name"), path="sched.name")
     settings = {k: v for k, v in cfg.items() if k != "name"}
     try:
-        return entry.build(optimizer, max(int(total_steps), 1), max(int(max_epochs), 1), settings, path="sched")
+        return entry.build(optimizer, max(int(total_steps), 1), max(int(max_epochs), 1), settings, path="sched",
+                           node=True)
     except ConfigError:
         raise
     except ValueError as err:  # torch's own checks (onecycle's pct_start in [0, 1])

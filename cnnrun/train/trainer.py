@@ -213,6 +213,33 @@ def _best_checkpoint_class():
     return BestCheckpoint
 
 
+def atomic_checkpoint_io():
+    """Lightning's TorchCheckpointIO, writing every checkpoint through :func:`cnnrun.atomic.atomic_write`: a process
+    killed while saving leaves the previous complete ``last.ckpt``/``best.ckpt``, never a truncated one."""
+    return _atomic_checkpoint_io_class()()
+
+
+@functools.cache
+def _atomic_checkpoint_io_class():
+    """AtomicCheckpointIO, defined on first use (subclassing imports Lightning, as for BestCheckpoint)."""
+    import torch
+    from pytorch_lightning.plugins import TorchCheckpointIO
+
+    from cnnrun.atomic import atomic_write
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any = None) -> None:
+            if storage_options is not None:
+                raise TypeError(f"{type(self).__name__} takes no storage_options")
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, lambda f: torch.save(checkpoint, f))
+
+        def __reduce__(self):  # picklable (ddp_spawn sends the trainer to its processes) though defined locally
+            return atomic_checkpoint_io, ()
+
+    return AtomicCheckpointIO
+
+
 def _number(value: Any) -> float | None:
     return None if value is None else float(value)
 
@@ -356,8 +383,10 @@ def make_trainer(cfg: dict[str, Any], run_dir: Path, *, with_logger: bool = True
     else:
         trainer_kwargs["enable_progress_bar"] = False
     loggers = make_loggers(cfg.get("logger") or {}, run_dir) if with_logger else []
+    plugins = trainer_kwargs.pop("plugins", None) or []
+    plugins = [*(plugins if isinstance(plugins, list) else [plugins]), atomic_checkpoint_io()]
     return pl.Trainer(default_root_dir=str(run_dir), callbacks=callbacks, logger=loggers or False,
-                      enable_model_summary=False, **trainer_kwargs)
+                      enable_model_summary=False, plugins=plugins, **trainer_kwargs)
 
 
 def check_logger_config(logger_cfg: dict[str, Any]) -> None:

@@ -10,10 +10,9 @@ Hydra imports this module when it scans plugins: Optuna loads only when a sweep 
 from __future__ import annotations
 
 import csv
-import json
+import io
 import logging
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,6 +23,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from cnnrun.atomic import write_text
 from cnnrun.errors import ConfigError
 from cnnrun.registry import Registry
 
@@ -192,7 +192,7 @@ class CnnrunOptunaSweeper(Sweeper):
         pruner, spec = self._pruner()
         sampler = make_sampler(self.sampler_settings)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
+        write_text(self.sweep_dir / "multirun.yaml", OmegaConf.to_yaml(self.config))
         study, storage, earlier = self._create_study(space, sampler, pruner, spec)
         log.info(f"Optuna study '{study.study_name}' in {storage}: {earlier} earlier trials, {self.n_trials} to run "
                  f"({type(study.sampler).__name__}, {type(study.pruner).__name__}, {self.direction})")
@@ -253,43 +253,39 @@ class CnnrunOptunaSweeper(Sweeper):
 
     def _record_unlaunched(self, trial, overrides: list[str], error: str) -> str:
         """A trial that could not even be composed still gets its job folder's metrics.json (status failed)."""
-        from cnnrun.runfiles import write_json
+        from cnnrun.record import RunRecord
         from cnnrun.sweep import current_launch
 
         job_dir = self.sweep_dir / str(trial.number)
         job_dir.mkdir(parents=True, exist_ok=True)
         task = [o for o in overrides if not o.startswith(("++hydra.", "hydra."))]
-        write_json(job_dir / "metrics.json", {"status": "failed", "error": error, "metrics": {}, "overrides": task,
-                                              "run_dir": str(job_dir), "launch": current_launch()})
+        RunRecord(status="failed", error=error, overrides=task, run_dir=str(job_dir),
+                  launch=current_launch()).write(job_dir)
         print(f"error: trial {trial.number}: {error}", file=sys.stderr, flush=True)
         return str(job_dir)
 
     def _outcome(self, ret: JobReturn) -> tuple[Any, float | None, str | None, str | None]:
-        """(state, value, job folder, error) of a finished job, from its return value and its metrics.json."""
+        """(state, value, job folder, error) of a finished job, from its return value and its run record."""
         from optuna.trial import TrialState
 
+        from cnnrun.record import RunRecord
+
         job_dir = str(ret.hydra_cfg.hydra.runtime.output_dir) if ret.hydra_cfg is not None else None
-        record: dict[str, Any] = {}
-        if job_dir and (Path(job_dir) / "metrics.json").is_file():
-            try:
-                record = json.loads((Path(job_dir) / "metrics.json").read_text())
-            except (OSError, json.JSONDecodeError):
-                record = {}
+        record = RunRecord.read(job_dir) if job_dir else RunRecord(status="unfinished", error="no job folder")
         if ret.status != JobStatus.COMPLETED:
             try:
                 ret.return_value  # raises the job's exception
                 reason = "the job did not complete"
             except Exception as err:
                 reason = f"{type(err).__name__}: {err}"
-            return TrialState.FAIL, None, job_dir, record.get("error") or reason
-        status = record.get("status")
-        if status == "pruned":
+            return TrialState.FAIL, None, job_dir, (record.error if record.written else None) or reason
+        if record.status == "pruned":
             return TrialState.PRUNED, None, job_dir, None
         value = ret.return_value
-        if status == "completed" and isinstance(value, (int, float)) and math.isfinite(value):
+        if record.status == "completed" and isinstance(value, (int, float)) and math.isfinite(value):
             return TrialState.COMPLETE, float(value), job_dir, None
-        error = record.get("error") or (f"the job returned {value!r}, not a number" if status == "completed"
-                                        else f"job status: {status or 'unknown (no metrics.json)'}")
+        error = record.error or (f"the job returned {value!r}, not a number" if record.status == "completed"
+                                 else f"job status: {record.status}")
         return TrialState.FAIL, None, job_dir, error
 
     @staticmethod
@@ -322,19 +318,16 @@ class CnnrunOptunaSweeper(Sweeper):
             best = study.best_trial
             results.update(best_trial=best.number, best_value=best.value, best_params=best.params,
                            best_job_dir=best.user_attrs.get("job_dir"))
-        tmp = self.sweep_dir / ".optimization_results.yaml.tmp"
-        OmegaConf.save(OmegaConf.create(results), tmp)
-        os.replace(tmp, self.sweep_dir / "optimization_results.yaml")
+        write_text(self.sweep_dir / "optimization_results.yaml", OmegaConf.to_yaml(OmegaConf.create(results)))
 
         names = sorted({k for t in trials for k in t.params})
-        tmp = self.sweep_dir / ".trials.csv.tmp"
-        with tmp.open("w", newline="") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(["number", "state", "value", "duration_s", *names, "job_dir", "error"])
-            for t in trials:
-                duration = t.duration.total_seconds() if t.duration is not None else None
-                writer.writerow([t.number, t.state.name, t.value, None if duration is None else round(duration, 3),
-                                 *[t.params.get(n) for n in names], self._relative(t.user_attrs.get("job_dir", "")),
-                                 t.user_attrs.get("error", "")])
-        os.replace(tmp, self.sweep_dir / "trials.csv")
+        table = io.StringIO()
+        writer = csv.writer(table, lineterminator="\n")
+        writer.writerow(["number", "state", "value", "duration_s", *names, "job_dir", "error"])
+        for t in trials:
+            duration = t.duration.total_seconds() if t.duration is not None else None
+            writer.writerow([t.number, t.state.name, t.value, None if duration is None else round(duration, 3),
+                             *[t.params.get(n) for n in names], self._relative(t.user_attrs.get("job_dir", "")),
+                             t.user_attrs.get("error", "")])
+        write_text(self.sweep_dir / "trials.csv", table.getvalue())
         return results

@@ -170,7 +170,8 @@ def test_augmentation_is_seeded_and_applied_in_order():
 
 @pytest.mark.parametrize("spec,shape,key,message", [
     ({"crops": {}}, (1, 8, 8), "data.augment.crops", "unknown augmentation 'crops'; did you mean 'crop'?"),
-    ({"crop": {"pading": 4}}, (1, 8, 8), "data.augment.crop", "unknown argument 'pading'; did you mean 'padding'"),
+    ({"crop": {"pading": 4}}, (1, 8, 8), "data.augment.crop.pading", "unknown argument 'pading'; did you mean "
+                                                                       "'padding'"),
     ({"crop": {"padding": -1}}, (1, 8, 8), "data.augment.crop.padding", "must be an integer >= 0"),
     ({"hflip": {"p": 1.5}}, (1, 8, 8), "data.augment.hflip.p", "must be a probability"),
     ({"affine": {"degrees": 5}}, (1, 40), "data.augment.affine", "works on 2D images and 3D clips, not on 1D"),

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from cnnrun import ConfigError
 from cnnrun.layers.registry import get_layer_type
+from cnnrun.record import RunRecord
 from cnnrun.report import gallery as G
 from tests.conftest import run_cli
 
@@ -133,12 +134,12 @@ def test_gallery_writes_the_png_and_logs_it(tmp_path):
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)).save(photo)
     out = tmp_path / "run"
     out.mkdir()
-    record = {}
+    record = RunRecord()
     assert G.gallery(plain(tmp_path, image=str(photo)), out, record, get_layer_type) == {}
-    assert record["status"] == "completed" and record["gallery"] == str(out / "gallery_kernels.png")
+    assert record.status == "completed" and record.gallery == str(out / "gallery_kernels.png")
     with Image.open(out / "gallery_kernels.png") as image:
         assert image.format == "PNG" and image.width > 600 and image.height > 300
-    G.gallery(plain(tmp_path, kind="checkerboard", image=str(photo)), out, {}, get_layer_type)
+    G.gallery(plain(tmp_path, kind="checkerboard", image=str(photo)), out, RunRecord(), get_layer_type)
     assert (out / "gallery_checkerboard.png").is_file()
     tags = set()
     for events in (out / "tensorboard").glob("events.out.tfevents.*"):
@@ -149,7 +150,7 @@ def test_gallery_writes_the_png_and_logs_it(tmp_path):
 
 
 def test_gallery_without_tensorboard(tmp_path):
-    G.gallery(plain(tmp_path, kind="checkerboard", logger={"tensorboard": False}), tmp_path, {},
+    G.gallery(plain(tmp_path, kind="checkerboard", logger={"tensorboard": False}), tmp_path, RunRecord(),
               get_layer_type)
     assert (tmp_path / "gallery_checkerboard.png").is_file() and not (tmp_path / "tensorboard").exists()
 
@@ -164,7 +165,7 @@ def test_bad_kind_or_image_is_a_config_error(tmp_path, monkeypatch, keys, path, 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "NOTES").write_text("not an image")
     with pytest.raises(ConfigError) as err:
-        G.gallery(plain(tmp_path, **keys), tmp_path, {}, get_layer_type)
+        G.gallery(plain(tmp_path, **keys), tmp_path, RunRecord(), get_layer_type)
     assert err.value.path == path and message in err.value.message
 
 

@@ -44,6 +44,21 @@ def test_fingerprints_ignore_the_seed_and_run_specific_keys(tmp_path):
     assert prints[0] == prints[1] != prints[2] and prints[3] is None and prints[4] is None
 
 
+def test_temporary_files_of_interrupted_writes_are_not_taken_for_run_files(tmp_path):
+    """A job killed while writing its metrics.json (a first one: no previous file) and config.yaml leaves hidden
+    temporary files with half their content: the job reads as unfinished, with no effective config, and a folder
+    holding only such files is no job."""
+    fake_job(tmp_path, 0, "baseline", 1, None, metrics=False)
+    half = json.dumps({"status": "completed", "metrics": {"test/acc": 0.9}})[:20]
+    (tmp_path / "0" / ".metrics.json.4242.0a1b2c3d.tmp").write_text(half)
+    (tmp_path / "0" / ".config.yaml.4242.0a1b2c3d.tmp").write_text("seed: 1\ndata: {name: dig")
+    (tmp_path / "stray").mkdir()
+    (tmp_path / "stray" / ".metrics.json.4243.0a1b2c3d.tmp").write_text(half)
+    jobs, _ = read_sweep(tmp_path)
+    assert [j.dir.name for j in jobs] == ["0"]
+    assert jobs[0].status == "unfinished" and jobs[0].metrics == {} and jobs[0].effective is None
+
+
 def test_validation_curve_from_the_history(sweep):
     jobs, _ = read_sweep(sweep)
     assert val_curve(jobs[0]) == [(0, pytest.approx(0.60)), (1, pytest.approx(0.70))]

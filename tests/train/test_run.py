@@ -1,9 +1,12 @@
 """run(cfg) end to end in-process: the run folder, determinism, checkpoints, resume, divergence and failures."""
 import json
+import os
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from cnnrun import ConfigError, Diverged, compose, run
 from cnnrun.layers.registry import _REGISTRY, register
@@ -13,18 +16,32 @@ def read_metrics(run_dir):
     return json.loads((Path(run_dir) / "metrics.json").read_text())
 
 
+def renames_into_place():
+    """A spy on os.replace (how a file is put into place in one step): the names of the files it replaced."""
+    real, names = os.replace, []
+
+    def spy(src, dst, *args, **kwargs):
+        names.append(Path(dst).name)
+        return real(src, dst, *args, **kwargs)
+
+    return mock.patch("os.replace", spy), names
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """One 2-epoch digits run shared by the tests that only read its folder."""
+    """One 2-epoch digits run shared by the tests that only read its folder; ``renamed``: the files it put into
+    place by renaming."""
     from tests.conftest import QUIET
 
     out = tmp_path_factory.mktemp("run")
-    metrics = run(compose([*QUIET, "trainer.max_epochs=2"]), output_dir=out)
-    return out, metrics
+    spy, renamed = renames_into_place()
+    with spy:
+        metrics = run(compose([*QUIET, "trainer.max_epochs=2"]), output_dir=out)
+    return out, metrics, renamed
 
 
 def test_run_folder_holds_everything(trained):
-    out, metrics = trained
+    out, metrics, _ = trained
     for name in ("config.yaml", "summary.json", "metrics.json", "checkpoints/best.ckpt", "checkpoints/last.ckpt"):
         assert (out / name).is_file(), name
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
@@ -45,8 +62,17 @@ def test_run_folder_holds_everything(trained):
     assert "stats:" in config and "${" not in config  # resolved, with the training-split statistics
 
 
+def test_every_file_is_put_into_place_whole_and_config_yaml_once(trained):
+    """Each run file is written beside its place and renamed into it (a reader or a kill never meets half a file):
+    config.yaml, summary.json and metrics.json once each, last.ckpt after each of the two epochs."""
+    out, _, renamed = trained
+    assert {name: renamed.count(name) for name in ("config.yaml", "summary.json", "metrics.json", "last.ckpt")} == \
+        {"config.yaml": 1, "summary.json": 1, "metrics.json": 1, "last.ckpt": 2}
+    assert 1 <= renamed.count("best.ckpt") <= 2
+
+
 def test_checkpoints_load_with_weights_only_and_test_mode_reproduces(trained, tmp_path):
-    out, metrics = trained
+    out, metrics, _ = trained
     for name in ("best.ckpt", "last.ckpt"):
         ckpt = torch.load(out / "checkpoints" / name, weights_only=True)
         assert ckpt["hyper_parameters"]["config"]["model"]["name"] == "lenet5"
@@ -57,7 +83,7 @@ def test_checkpoints_load_with_weights_only_and_test_mode_reproduces(trained, tm
 
 
 def test_resume_from_last_checkpoint_continues_the_epochs(trained, tmp_path):
-    out, _ = trained
+    out, _, _ = trained
     run(compose(["callbacks.progress_bar.refresh_rate=0", "trainer.max_epochs=3",
                  f"ckpt_path={out}/checkpoints/last.ckpt"]), output_dir=tmp_path)
     record = read_metrics(tmp_path)
@@ -81,7 +107,7 @@ def test_tensorboard_has_scalars_and_real_hparams(trained):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    out, metrics = trained
+    out, metrics, _ = trained
     scalars, hparams = {}, {}
     for events in sorted((out / "tensorboard").glob("events.out.tfevents.*")):
         acc = EventAccumulator(str(events))
@@ -134,20 +160,30 @@ def content_experiment(out):
     ("+trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches"),
 ])
 def test_config_errors_stop_before_training_and_are_recorded(override, key, tmp_path):
-    from omegaconf import OmegaConf
-
     cfg = compose([])
     if override.startswith("sched."):  # the cosine schedule has no warmup_epoch key: add it as a user would
         OmegaConf.set_struct(cfg, False)
     k, v = override.lstrip("+").split("=")
     OmegaConf.update(cfg, k, OmegaConf.create({"v": v})["v"] if not v.lstrip("-").isdigit() else int(v),
                      force_add=True)
-    with pytest.raises(ConfigError) as info:
+    spy, renamed = renames_into_place()
+    with pytest.raises(ConfigError) as info, spy:
         run(cfg, output_dir=tmp_path)
     assert str(info.value).startswith(f"{key}: ") or str(info.value).startswith(key)
     record = read_metrics(tmp_path)
     assert record["status"] == "failed" and record["error"] == str(info.value)
     assert not (tmp_path / "checkpoints").exists()
+    # the config as far as it was known, written once (at the end: the run stopped before it was complete)
+    assert sorted(renamed) == ["config.yaml", "metrics.json"]
+    assert OmegaConf.load(tmp_path / "config.yaml").seed == 0
+
+
+def test_summary_mode_writes_its_config_once(tmp_path):
+    spy, renamed = renames_into_place()
+    with spy:
+        assert run(compose(["mode=summary"]), output_dir=tmp_path) == {}
+    assert sorted(renamed) == ["config.yaml", "metrics.json", "summary.json"]
+    assert read_metrics(tmp_path)["params"] == 61_706 and OmegaConf.load(tmp_path / "config.yaml").mode == "summary"
 
 
 def test_divergence_stops_at_once_with_its_epoch_and_step(quick_cfg, tmp_path):
