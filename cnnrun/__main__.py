@@ -28,6 +28,17 @@ def _error(message: str) -> None:
     print(f"error: {one_line(message)}", file=sys.stderr, flush=True)
 
 
+def _failed(err: Exception, status: int, *, traceback: bool) -> None:
+    """A job that failed in a way the user can act on: one line (or the traceback, when asked for); a single run
+    exits with ``status``, a sweep goes on with its other jobs (metrics.json records the failure)."""
+    _state["failed"] += 1
+    if traceback:
+        raise err
+    _error(str(err))
+    if not _multirun():
+        sys.exit(status)
+
+
 def _multirun() -> bool:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -49,26 +60,13 @@ def main(cfg: DictConfig) -> float | None:
         metrics = run(cfg)
         return metrics.get("val/acc")  # the sweep objective (Optuna and other sweepers)
     except ConfigError as err:
-        _state["failed"] += 1
-        if full_error:
-            raise
-        _error(str(err))
-        if not _multirun():
-            sys.exit(2)
+        _failed(err, 2, traceback=full_error)
     except Diverged as err:
-        _state["failed"] += 1
-        _error(str(err))
-        if not _multirun():
-            sys.exit(1)
+        _failed(err, 1, traceback=False)
     except Pruned as err:  # an Optuna trial stopped early by its pruner: recorded as pruned, not a failure
         print(f"job {err}", file=sys.stderr, flush=True)
     except WriteError as err:  # a full disk or an unwritable file: one line naming the file (metrics.json has it)
-        _state["failed"] += 1
-        if full_error:
-            raise
-        _error(str(err))
-        if not _multirun():
-            sys.exit(1)
+        _failed(err, 1, traceback=full_error)
     except Exception as err:  # a crash: recorded in metrics.json; a sweep goes on with its other jobs
         _state["failed"] += 1
         if not _multirun() or full_error:
