@@ -57,7 +57,8 @@ def check_config(plain: dict[str, Any]):
 
 
 def adopt_checkpoint_model(plain: dict[str, Any]) -> None:
-    """mode=test: use the checkpoint's own model spec, so that the weights always fit the architecture."""
+    """mode=test: use the checkpoint's own model spec, so that the weights always fit the architecture, and its own
+    input statistics (``data.stats``), so that its inputs are standardised as in training."""
     import torch
 
     ckpt = torch.load(plain["ckpt_path"], map_location="cpu", weights_only=True)
@@ -70,6 +71,9 @@ def adopt_checkpoint_model(plain: dict[str, Any]) -> None:
     plain["model"] = saved["model"]
     if isinstance(plain["model"].get("init_weights"), dict):  # the checkpoint holds the weights now
         plain["model"]["init_weights"]["path"] = None
+    # the model learned on inputs standardised with its own training split's statistics: test with them
+    if saved["data"].get("stats"):
+        plain["data"]["stats"] = saved["data"]["stats"]
 
 
 def run(cfg: DictConfig | dict, output_dir: str | os.PathLike | None = None) -> dict[str, float]:

@@ -13,7 +13,10 @@ QUIET = ["callbacks.progress_bar.refresh_rate=0"]
 def run_cli(args, cwd, env=None, timeout=300):
     """Run ``python -m cnnrun <args>`` in a subprocess; returns the CompletedProcess."""
     full_env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}  # errors as users see them
-    full_env.update(env or {})
+    env = dict(env or {})
+    if "PYTHONPATH" in env and os.environ.get("PYTHONPATH"):  # a test's path goes first; the checkout's stays
+        env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], os.environ["PYTHONPATH"]])
+    full_env.update(env)
     return subprocess.run([sys.executable, "-m", "cnnrun", *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
 

@@ -1,6 +1,7 @@
 """Train (fit, then test the best checkpoint) or test a checkpoint; fill the run's record."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -50,9 +51,12 @@ def clean_train_loader(datamodule: InMemoryDataModule):
 
 
 def load_splits(plain: dict[str, Any], record: RunRecord):
-    """The run's data splits; their statistics complete the config (``data.stats``), their sizes and class counts
-    go into the record."""
+    """The run's data splits; their statistics complete the config (``data.stats``; mode=test keeps the
+    checkpoint's), their sizes and class counts go into the record."""
     splits = load_data_cached(plain["data"])
+    own = plain["data"].get("stats") if plain["mode"] == "test" else None  # the checkpoint's (run.py)
+    if own:
+        splits = dataclasses.replace(splits, stats=own)  # a copy: the cached splits keep theirs
     plain["data"]["stats"] = splits.stats
     record.data_sizes = splits.sizes()
     record.class_counts = {split: splits.class_counts(split) for split in ("train", "val", "test")}
