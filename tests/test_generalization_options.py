@@ -50,3 +50,29 @@ def test_dropout_sets_the_models_dropout_in_every_dropout_layer():
 def test_balanced_sets_the_chosen_way(way):
     plain = effective("data.imbalance=10", "generalization=balanced", f"generalization.balanced.balance={way}")
     assert plain["data"]["balance"] == way
+
+
+def test_the_generalization_experiment_sweeps_methods_that_all_differ():
+    """experiment=generalization's sweep (hydra.sweeper.params), expanded as Hydra's basic sweeper does: every job
+    composes, and the methods' effective configs all differ from each other (seeds aside)."""
+    import json
+
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from cnnrun.config import CONFIG_DIR, register_resolvers
+    from cnnrun.generalization import effective_config
+
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        params = hydra_compose("config", ["experiment=generalization"], return_hydra_config=True).hydra.sweeper.params
+    methods, seeds = str(params["generalization"]).split(","), str(params["seed"]).split(",")
+    assert "baseline" in methods and len(methods) >= 2 and len(seeds) >= 2
+    configs = {}
+    for method in methods:
+        plain = to_plain(apply_generalization(compose(["experiment=generalization", f"generalization={method}",
+                                                       f"seed={seeds[0]}"])))
+        configs[method] = json.dumps(effective_config(plain), sort_keys=True, default=str)
+    assert len(set(configs.values())) == len(methods), "two methods of the experiment train the same config"

@@ -282,3 +282,18 @@ def test_with_both_each_batch_gets_one_of_them(tmp_path):
     kinds = ["cutmix" if as_cutmix(s) is not None else "mixup" if as_mixup(s) is not None else None for s in steps]
     assert None not in kinds
     assert 15 <= kinds.count("cutmix") <= 45  # each with probability 1/2: 60 batches
+
+
+def test_cutmix_draws_its_box_fraction_from_beta_of_its_alpha(tmp_path, monkeypatch):
+    """The value of cutmix_alpha: every batch's mixing fraction is drawn from Beta(alpha, alpha) (CutMix's lambda, of
+    which the box then takes 1 - lambda, rounded to whole pixels)."""
+    drawn = []
+
+    class RecordingBeta(torch.distributions.Beta):
+        def __init__(self, a, b, *args, **kwargs):
+            drawn.append((float(a), float(b)))
+            super().__init__(a, b, *args, **kwargs)
+
+    monkeypatch.setattr(torch.distributions, "Beta", RecordingBeta)
+    steps = mixing_run(tmp_path, "regularization.cutmix_alpha=0.3")
+    assert len(drawn) == len(steps) > 0 and set(drawn) == {(0.3, 0.3)}
