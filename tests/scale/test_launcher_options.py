@@ -31,20 +31,26 @@ def launched_executor(tmp_path, monkeypatch, *overrides):
             return [JobReturn()]
 
     def map_array(executor, fn, *args):
-        seen["executor"] = executor
+        seen["executor"], seen["jobs"] = executor, len(args[0])
         return [Done() for _ in args[0]]
 
     monkeypatch.setattr(submitit.AutoExecutor, "map_array", map_array)
     launcher.launch([["optim.lr=0.1"], ["optim.lr=0.01"]], initial_job_idx=0)
+    assert seen["jobs"] == 2  # one job array of the sweep's two jobs
     return seen["executor"]._executor
 
 
-def test_slurm_defaults_reach_sbatch(tmp_path, monkeypatch):
+def fake_srun(tmp_path, monkeypatch):
+    """submitit's SLURM executor checks that srun exists: one that does nothing, first on PATH."""
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
-    (fake_bin / "srun").write_text("#!/bin/sh\nexit 0\n")  # submitit's SLURM executor checks that srun exists
+    (fake_bin / "srun").write_text("#!/bin/sh\nexit 0\n")
     (fake_bin / "srun").chmod(stat.S_IRWXU)
     monkeypatch.setenv("PATH", f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_slurm_defaults_reach_sbatch(tmp_path, monkeypatch):
+    fake_srun(tmp_path, monkeypatch)
     executor = launched_executor(tmp_path, monkeypatch, "hydra/launcher=slurm")
     script = executor._make_submission_file_text("python -m cnnrun", "uid")
     for flag in ("--time=60", "--nodes=1", "--ntasks-per-node=1", "--gpus-per-node=1", "--cpus-per-task=8",
@@ -53,6 +59,18 @@ def test_slurm_defaults_reach_sbatch(tmp_path, monkeypatch):
     assert "--partition" not in script  # null: the cluster's default partition
     assert executor.parameters["array_parallelism"] == 256  # sbatch --array=0-(N-1)%256 when submitted
     assert Path(str(executor.folder)).parent == tmp_path / "sweep" / ".submitit"
+
+
+def test_slurm_launcher_writes_the_job_script_from_the_config(tmp_path, monkeypatch):
+    """hydra/launcher=slurm: the settings reach sbatch (submitit builds the script; nothing is submitted)."""
+    fake_srun(tmp_path, monkeypatch)
+    executor = launched_executor(tmp_path, monkeypatch, "hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+                                 "hydra.launcher.mem_gb=16")
+    script = executor._make_submission_file_text("python -m cnnrun", "uid")
+    for flag in ("--partition=gpu", "--gpus-per-node=1", "--cpus-per-task=8", "--mem=16GB", "--time=60",
+                 "--nodes=1", "--ntasks-per-node=1"):
+        assert f"#SBATCH {flag}\n" in script, (flag, script)
+    assert Path(str(executor.folder)).parent == tmp_path / "sweep" / ".submitit"  # logs under the sweep folder
 
 
 def test_local_defaults_reach_the_local_executor(tmp_path, monkeypatch):

@@ -1,15 +1,8 @@
-"""Sweeps whose jobs run elsewhere: in parallel worker processes (joblib), in submitit's local mode (the SLURM path
-on this machine), and the SLURM launcher's job script."""
+"""Sweeps whose jobs run elsewhere: in parallel worker processes (joblib) and in submitit's local mode (the SLURM
+path on this machine). The SLURM job script: tests/scale/test_launcher_options.py."""
 import json
-import os
-import stat
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.utils import instantiate
-
-from cnnrun.config import CONFIG_DIR, register_resolvers
 from tests.conftest import run_cli
 
 TINY = ["optim.lr=0.1,-1", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_test_batches=2",
@@ -52,47 +45,6 @@ def test_submitit_local_sweep_keeps_its_logs_in_the_sweep_folder(tmp_path):
     assert any("error: optim.lr: must be a positive number" in text for name, text in logs.items()
                if name.endswith("_log.err"))
     assert not (tmp_path / ".submitit").exists() and not (tmp_path / "multirun").exists()
-
-
-def test_slurm_launcher_writes_the_job_script_from_the_config(tmp_path, monkeypatch):
-    """hydra/launcher=slurm: the settings reach sbatch (submitit builds the script; nothing is submitted)."""
-    import submitit
-    from hydra.core.utils import JobReturn
-
-    fake_bin = tmp_path / "bin"
-    fake_bin.mkdir()
-    (fake_bin / "srun").write_text("#!/bin/sh\nexit 0\n")  # submitit's SLURM executor checks that srun exists
-    (fake_bin / "srun").chmod(stat.S_IRWXU)
-    monkeypatch.setenv("PATH", f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", return_hydra_config=True,
-                      overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.mem_gb=16",
-                                 f"hydra.sweep.dir={tmp_path / 'sweep'}"])
-    GlobalHydra.instance().clear()
-    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
-    launcher = instantiate(cfg.hydra.launcher)
-    launcher.setup(hydra_context=None, task_function=None, config=cfg)
-    seen = {}
-
-    class Done:
-        def results(self):
-            return [JobReturn()]
-
-    def map_array(executor, fn, *args):
-        seen["executor"], seen["jobs"] = executor, len(args[0])
-        return [Done() for _ in args[0]]
-
-    monkeypatch.setattr(submitit.AutoExecutor, "map_array", map_array)
-    launcher.launch([["optim.lr=0.1"], ["optim.lr=0.01"]], initial_job_idx=0)
-    executor = seen["executor"]._executor
-    assert seen["jobs"] == 2
-    script = executor._make_submission_file_text("python -m cnnrun", "uid")
-    for flag in ("--partition=gpu", "--gpus-per-node=1", "--cpus-per-task=8", "--mem=16GB", "--time=60",
-                 "--nodes=1", "--ntasks-per-node=1"):
-        assert f"#SBATCH {flag}\n" in script, (flag, script)
-    assert Path(str(executor.folder)).parent == tmp_path / "sweep" / ".submitit"  # logs under the sweep folder
 
 
 def test_sweeper_settings_errors_exit_2_with_one_line(tmp_path):
