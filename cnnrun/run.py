@@ -45,13 +45,11 @@ def check_config(plain: dict[str, Any]):
     check_regularization_config(plain.get("regularization") or {})
     check_schedule(plain["sched"])
     from cnnrun.train.dashboards import dashboard_plan
-    from cnnrun.train.trainer import check_callbacks_config, check_trainer_config
+    from cnnrun.train.trainer import check_callbacks_config, check_logger_config, check_trainer_config
 
     check_trainer_config(plain["trainer"])
     check_callbacks_config(plain.get("callbacks") or {})
     dashboard_plan(plain.get("logger"))
-    from cnnrun.train.trainer import check_logger_config
-
     check_logger_config(plain.get("logger") or {})
     return model
 

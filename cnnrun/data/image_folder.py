@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from cnnrun.atomic import atomic_write
 from cnnrun.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -233,9 +234,7 @@ def _in_memory(files: ImageFiles, root: Path) -> torch.Tensor:
     x = files.decode_all()
     try:
         path.parent.mkdir(exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        torch.save({"x": x, "y": files.labels}, tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: torch.save({"x": x, "y": files.labels}, f))
     except OSError as err:
         log.warning("cannot write the image cache in %s (%s); images will be decoded again next time", root, err)
     return x

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cnnrun.atomic import atomic_write
 from cnnrun.errors import ConfigError
 
 LENGTH = 40
@@ -62,9 +63,7 @@ def _cached(args_json: str, cache_dir: str | None) -> dict[str, np.ndarray]:
     if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
-            np.savez(tmp, **data)
-            os.replace(tmp, path)
+            atomic_write(path, lambda f: np.savez(f, **data))
         except OSError as err:
             raise ConfigError("data.root", f"cannot write the MNIST-1D cache in {path.parent}: {err} "
                                            f"(set data.disk_cache=false or another data.root)") from None

@@ -130,11 +130,12 @@ def fit_and_test(plain: dict[str, Any], model: torch.nn.Module, splits, run_dir:
     record.epochs = len(module.history)
     record.history = module.history
     final = {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items() if v is not None}
+    hparams = flat_hparams(plain)
     for logger in trainer.loggers:  # the hyperparameters with the run's final metrics (TensorBoard's HPARAMS tab)
         if logger is tb:
-            logger.log_hyperparams(flat_hparams(plain), final)
+            logger.log_hyperparams(hparams, final)
         else:
-            logger.log_hyperparams(flat_hparams(plain))
+            logger.log_hyperparams(hparams)
             logger.log_metrics(final, step=trainer.global_step)
         logger.finalize("success")
     if is_rank_zero():
