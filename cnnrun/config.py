@@ -45,13 +45,17 @@ def folder_channels(root: str) -> int:
     return folder_num_channels(root)
 
 
-def register_resolvers() -> None:
-    """Resolvers of cnnrun's configs (registered once per process):
+def register_with_hydra() -> None:
+    """What Hydra needs to compose cnnrun's configs (registered once per process): the schema of every config group
+    (:mod:`cnnrun.schema`), and the resolvers
 
     ``${cnnrun_uid:}``: a short random id, resolved once per process, that keeps same-second runs apart;
     ``${cnnrun.folder_classes:root}``, ``${cnnrun.folder_channels:root}``: what an image folder holds (read once
     per config).
     """
+    from cnnrun.schema import register_schemas
+
+    register_schemas()
     if not OmegaConf.has_resolver("cnnrun_uid"):
         OmegaConf.register_new_resolver("cnnrun_uid", _uid, use_cache=True)
     for name, fn in (("cnnrun.folder_classes", folder_classes), ("cnnrun.folder_channels", folder_channels)):
@@ -68,7 +72,7 @@ def compose(overrides: Sequence[str] = (), config_dir: str | os.PathLike | None 
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    register_resolvers()
+    register_with_hydra()
     overrides = list(overrides)
     if config_dir is not None:
         overrides.append(f"hydra.searchpath=[file://{Path(config_dir).resolve()}]")
@@ -101,7 +105,7 @@ def command_line(cfg: DictConfig | dict | None = None) -> list[str]:
 def to_plain(cfg: DictConfig | dict) -> dict[str, Any]:
     """The resolved config as plain data; an unresolvable interpolation is a ConfigError naming its key (the key
     the user must set, when a value is missing)."""
-    register_resolvers()
+    register_with_hydra()
     if isinstance(cfg, dict):
         cfg = OmegaConf.create(cfg)
     if "hydra" in cfg:  # Hydra's own settings (or compose()'s record of the command line) are not the run's
@@ -163,12 +167,46 @@ def composition_error(err: BaseException) -> ConfigError | None:
         return ConfigError(key, f"cannot parse '{err.override}': {err.message.splitlines()[0]}")
     if isinstance(err, SearchPathException):
         return ConfigError("--config-dir", one_line(str(err)))
+    typed = _type_error(err)
+    if typed is not None:
+        return typed
+    appended = re.match(r"Could not append to config\. An item is already at '([^']+)'", str(err))
+    if appended:
+        return ConfigError(appended.group(1), f"exists already: set it without the '+' "
+                                              f"({appended.group(1)}=...)")
     if isinstance(err, HydraException):
         unknown = _unknown_key(err)
         return unknown if unknown is not None else ConfigError(None, one_line(str(err)))
     if isinstance(err, (OmegaConfBaseException, yaml.YAMLError)):
         return ConfigError(getattr(err, "full_key", None) or None, one_line(str(err)))
     return None
+
+
+# What a value that the schema (cnnrun/schema.py) refuses must be, by the type OmegaConf could not convert it to
+_TYPE_NAMES = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false", "String": "a string"}
+
+
+def _type_error(err: BaseException) -> ConfigError | None:
+    """A value of the wrong type for its key (``optim.lr=abc``), as the schema refused it while Hydra composed the
+    config: the key's path and what it must be; None when ``err`` is not that."""
+    from omegaconf.errors import ValidationError
+
+    seen: BaseException | None = err
+    while seen is not None and not (isinstance(seen, ValidationError) and getattr(seen, "full_key", None)):
+        seen = seen.__cause__ or seen.__context__
+    if seen is None:
+        return None
+    first = str(seen).split("\n")[0]
+    converted = re.match(r"Value '(.*)' of type '\w+' could not be converted to (\w+)", first)
+    if converted:
+        what = _TYPE_NAMES.get(converted.group(2), converted.group(2))
+        return ConfigError(seen.full_key, f"must be {what}, got '{converted.group(1)}'")
+    boolean = re.match(r"Value '(.*)' is not a valid bool", first)
+    if boolean:
+        return ConfigError(seen.full_key, f"must be true or false, got '{boolean.group(1)}'")
+    if re.match(r"field '.*' is not Optional", first) or "Incompatible value 'None'" in first:
+        return ConfigError(seen.full_key, "cannot be null")
+    return ConfigError(seen.full_key, first)
 
 
 def _yaml_cause(err: BaseException):
@@ -253,17 +291,17 @@ def _closest_path(node: Any, parts: list[str]) -> str | None:
 
 def check_root(plain: dict[str, Any]) -> None:
     """The root keys: mode, seed, ckpt_path, imports."""
-    if plain.get("mode") not in MODES:
-        raise ConfigError("mode", f"must be one of {', '.join(MODES)}, got {plain.get('mode')!r}")
-    seed = plain.get("seed")
+    if plain["mode"] not in MODES:
+        raise ConfigError("mode", f"must be one of {', '.join(MODES)}, got {plain['mode']!r}")
+    seed = plain["seed"]
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError("seed", f"must be a non-negative integer, got {seed!r}")
-    ckpt = plain.get("ckpt_path")
+    ckpt = plain["ckpt_path"]
     if plain["mode"] == "test" and not ckpt:
         raise ConfigError("ckpt_path", "mode=test evaluates a checkpoint: set ckpt_path=<run>/checkpoints/best.ckpt")
     if ckpt and not Path(ckpt).is_file():
         raise ConfigError("ckpt_path", f"no checkpoint file at {ckpt}")
-    imports = plain.get("imports") or []
+    imports = plain["imports"]
     if not isinstance(imports, list) or not all(isinstance(m, str) for m in imports):
         raise ConfigError("imports", f"must be a list of module names, got {imports!r}")
 

@@ -81,7 +81,7 @@ def _model_key(cfg: DictConfig, key: str, where: str) -> Any:
 @APPLIERS.register("train_fraction_factor", changes=("data.train_fraction",))
 def _train_fraction(cfg: DictConfig, factor, params: dict, where: str) -> None:
     f = _number(factor, where)
-    cfg.data.train_fraction = min(1.0, float(cfg.data.get("train_fraction", 1.0)) * f)
+    cfg.data.train_fraction = min(1.0, float(cfg.data.train_fraction) * f)
 
 
 # batch_size_factor's learning-rate rules: what the factor does to the learning rate (none: leaves it as it is)
@@ -133,7 +133,7 @@ def _balance(cfg: DictConfig, how, params: dict, where: str) -> None:
     ways = ("sampler", "loss_weights")
     if how not in ways:
         raise ConfigError(where, f"must be one of {', '.join(ways)}, got {how!r}")
-    imbalance = cfg.data.get("imbalance", 1)
+    imbalance = cfg.data.imbalance
     if not isinstance(imbalance, (int, float)) or imbalance <= 1:
         raise ConfigError(where, f"adjusts the class distribution of an imbalanced training set, but "
                                  f"data.imbalance is {imbalance!r}: set data.imbalance > 1 (for example 10) for the "

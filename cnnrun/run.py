@@ -29,7 +29,7 @@ def check_config(plain: dict[str, Any]):
     from cnnrun.train.optim import check_schedule, make_optimizer
 
     check_root(plain)
-    import_user_modules(plain.get("imports") or [])
+    import_user_modules(plain["imports"])
     check_data_config(plain["data"])
     if plain["mode"] == "test":
         adopt_checkpoint_model(plain)
@@ -41,16 +41,16 @@ def check_config(plain: dict[str, Any]):
     make_optimizer([torch.nn.Parameter(torch.zeros(1))], plain["optim"])
     from cnnrun.train.objectives import check_loss_config, check_regularization_config
 
-    check_loss_config(plain.get("loss") or {"name": "cross_entropy"})
-    check_regularization_config(plain.get("regularization") or {})
+    check_loss_config(plain["loss"])
+    check_regularization_config(plain["regularization"])
     check_schedule(plain["sched"])
     from cnnrun.train.dashboards import dashboard_plan
     from cnnrun.train.trainer import check_callbacks_config, check_logger_config, check_trainer_config
 
     check_trainer_config(plain["trainer"])
-    check_callbacks_config(plain.get("callbacks") or {})
-    dashboard_plan(plain.get("logger"))
-    check_logger_config(plain.get("logger") or {})
+    check_callbacks_config(plain["callbacks"])
+    dashboard_plan(plain["logger"])
+    check_logger_config(plain["logger"])
     return model
 
 

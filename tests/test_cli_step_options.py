@@ -20,14 +20,14 @@ from tests.train.test_stepping import reference_fit
 CLIP, ACCUMULATE, BATCHES = 0.01, 3, 7
 COMMON = ["trainer.max_epochs=1", f"trainer.limit_train_batches={BATCHES}", "data.train_fraction=0.25",
           "trainer.accelerator=cpu", "logger=none", "callbacks.progress_bar.refresh_rate=0",
-          f"trainer.gradient_clip_val={CLIP}", f"+trainer.accumulate_grad_batches={ACCUMULATE}"]
+          f"trainer.gradient_clip_val={CLIP}", f"trainer.accumulate_grad_batches={ACCUMULATE}"]
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     """{algorithm: the final weights} of the CLI sweep, and the replay's config, initial weights and batches."""
     cwd = tmp_path_factory.mktemp("cli")
-    proc = run_cli(["-m", "+trainer.gradient_clip_algorithm=norm,value", *COMMON], cwd=cwd)
+    proc = run_cli(["-m", "trainer.gradient_clip_algorithm=norm,value", *COMMON], cwd=cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     weights = {}
     for metrics in (cwd / "outputs" / "sweeps").glob("*/*/metrics.json"):

@@ -61,10 +61,10 @@ def test_the_generalization_experiment_sweeps_methods_that_all_differ():
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from cnnrun.config import CONFIG_DIR, register_resolvers
+    from cnnrun.config import CONFIG_DIR, register_with_hydra
     from cnnrun.generalization import effective_config
 
-    register_resolvers()
+    register_with_hydra()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         params = hydra_compose("config", ["experiment=generalization"], return_hydra_config=True).hydra.sweeper.params

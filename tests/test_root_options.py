@@ -159,9 +159,9 @@ def test_run_and_sweep_folders_are_named_by_the_time_and_a_random_id():
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from cnnrun.config import CONFIG_DIR, register_resolvers
+    from cnnrun.config import CONFIG_DIR, register_with_hydra
 
-    register_resolvers()
+    register_with_hydra()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         hydra = hydra_compose(config_name="config", return_hydra_config=True).hydra

@@ -25,7 +25,7 @@ BALANCE = ("none", "sampler", "loss_weights")
 # -- the built-in sources (each imports its module only when used) ------------------------------------------------
 def _check_digits(cfg):
     from cnnrun.data.digits import check_shape
-    check_shape(cfg.get("input_shape"))
+    check_shape(cfg["input_shape"])
 
 
 @SOURCES.register("digits", check=_check_digits)
@@ -38,8 +38,8 @@ def _digits(cfg):
 @SOURCES.register("synthetic")
 def _synthetic(cfg):
     from cnnrun.data.synthetic import load_synthetic_tensors
-    return load_synthetic_tensors(cfg["input_shape"], cfg["num_classes"], cfg.get("num_samples", 1024),
-                                  cfg.get("noise", 1.0), cfg.get("split_seed", 0))
+    return load_synthetic_tensors(cfg["input_shape"], cfg["num_classes"], cfg["num_samples"], cfg["noise"],
+                                  cfg["split_seed"])
 
 
 def _register_torchvision(name: str) -> None:
@@ -81,33 +81,34 @@ def check_data_config(cfg: dict[str, Any]) -> None:
     (shape, classes, batch size, fractions, imbalance, balance, augment)."""
     from cnnrun.data.augment import build_augment
 
-    check = SOURCES.get(cfg.get("name"), path="data.name").metadata.get("check")
+    check = SOURCES.get(cfg["name"], path="data.name").metadata.get("check")
     if check is not None:  # first: it names the source's own keys (image_size rather than the shape made from it)
         check(cfg)
-    shape = cfg.get("input_shape")
+    shape = cfg["input_shape"]
     if (not isinstance(shape, list) or not 2 <= len(shape) <= 4
             or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)):
         raise ConfigError("data.input_shape", f"must be [channels, *spatial] with 1 to 3 spatial sizes, all "
                                               f"positive integers, got {shape!r}")
     for key, minimum in (("num_classes", 2), ("batch_size", 1)):
-        value = cfg.get(key)
+        value = cfg[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
             raise ConfigError(f"data.{key}", f"must be an integer >= {minimum}, got {value!r}")
-    fraction("data.test_fraction", cfg.get("test_fraction", 0.2), allow_zero=False, upper_open=True)
-    fraction("data.val_fraction", cfg.get("val_fraction", 0.1), allow_zero=False, upper_open=True)
-    fraction("data.train_fraction", cfg.get("train_fraction", 1.0), allow_zero=False)
-    imbalance = cfg.get("imbalance", 1)
+    if cfg["test_fraction"] is not None:  # None: the data set has its own test split
+        fraction("data.test_fraction", cfg["test_fraction"], allow_zero=False, upper_open=True)
+    fraction("data.val_fraction", cfg["val_fraction"], allow_zero=False, upper_open=True)
+    fraction("data.train_fraction", cfg["train_fraction"], allow_zero=False)
+    imbalance = cfg["imbalance"]
     if isinstance(imbalance, bool) or not isinstance(imbalance, (int, float)) or not imbalance >= 1:
         raise ConfigError("data.imbalance", f"is the ratio of the largest to the smallest training class: a number "
                                             f">= 1 (1 = unchanged), got {imbalance!r}")
-    balance = cfg.get("balance", "none")
+    balance = cfg["balance"]
     if balance not in BALANCE:
         raise ConfigError("data.balance", f"must be one of {', '.join(BALANCE)}, got {balance!r}"
                                           f"{did_you_mean(str(balance), BALANCE)}")
-    split_seed = cfg.get("split_seed", 0)
+    split_seed = cfg["split_seed"]
     if isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0:
         raise ConfigError("data.split_seed", f"must be a non-negative integer, got {split_seed!r}")
-    build_augment(cfg.get("augment"), shape)
+    build_augment(cfg["augment"], shape)
 
 
 def _as_dict(loaded: Any) -> dict[str, Any]:
@@ -147,13 +148,13 @@ def load_data(cfg: dict[str, Any]) -> Splits:
     if found != cfg["num_classes"]:
         raise ConfigError("data.num_classes", f"is {cfg['num_classes']} but {cfg['name']} has {found} classes")
 
-    seed = cfg.get("split_seed", 0)
+    seed = cfg["split_seed"]
     y = labels[""]
     fixed_val, fixed_test = "val_" in labels, "test_" in labels
-    test_frac = 0.0 if fixed_test else cfg.get("test_fraction", 0.2)
-    val_frac = 0.0 if fixed_val else cfg.get("val_fraction", 0.1)
-    train, val, test = stratified_split(y, test_frac, val_frac, cfg.get("train_fraction", 1.0), seed)
-    imbalance = cfg.get("imbalance", 1)
+    test_frac = 0.0 if fixed_test else cfg["test_fraction"]
+    val_frac = 0.0 if fixed_val else cfg["val_fraction"]
+    train, val, test = stratified_split(y, test_frac, val_frac, cfg["train_fraction"], seed)
+    imbalance = cfg["imbalance"]
     if imbalance > 1:
         train = long_tail_subset(y, train, cfg["num_classes"], imbalance, seed)
 
@@ -167,7 +168,7 @@ def load_data(cfg: dict[str, Any]) -> Splits:
     test_x, test_y = split(test, "test_" if fixed_test else "")
     splits = Splits(train_x, train_y, val_x, val_y, test_x, test_y, num_classes=cfg["num_classes"],
                     value_range=data.get("value_range"), classes=data.get("classes"))
-    if cfg.get("normalize", False):
+    if cfg["normalize"]:
         splits.normalize(seed=seed)
     return splits
 

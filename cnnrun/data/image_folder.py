@@ -209,7 +209,7 @@ def folder_num_channels(root: Any, chunk: int = 256) -> int:
 
 # -- the source ----------------------------------------------------------------------------------------------------
 def _size(cfg: dict[str, Any]) -> tuple[int, int]:
-    s = cfg.get("image_size")
+    s = cfg["image_size"]
     return (s, s)
 
 
@@ -241,12 +241,12 @@ def _in_memory(files: ImageFiles, root: Path) -> torch.Tensor:
 
 
 def load(cfg: dict[str, Any]) -> dict[str, Any]:
-    channels, size, resize = cfg.get("channels", 3), _size(cfg), cfg.get("resize", "crop")
+    channels, size, resize = cfg["channels"], _size(cfg), cfg["resize"]
     workers = num_workers(cfg)
     parts: dict[str, tuple[Path, ImageFiles]] = {}
     classes = None
     for part, key in (("x", "root"), ("val_x", "val_root"), ("test_x", "test_root")):
-        if part != "x" and not cfg.get(key):
+        if part != "x" and not cfg[key]:
             continue
         root = folder_root(cfg[key])
         found = find_classes(root, f"data.{key}")
@@ -257,10 +257,10 @@ def load(cfg: dict[str, Any]) -> dict[str, Any]:
         paths, labels = list_images(root, classes, f"data.{key}")
         parts[part] = (root, ImageFiles(paths, torch.tensor(labels, dtype=torch.int64), channels, size, resize,
                                         workers))
-    mode = cfg.get("cache", "auto")
+    mode = cfg["cache"]
     if mode == "auto":
         total = sum(int(np.prod(files.shape)) for _, files in parts.values())
-        mode = "memory" if total <= cfg.get("max_memory_mb", 2048) * 2 ** 20 else "none"
+        mode = "memory" if total <= cfg["max_memory_mb"] * 2 ** 20 else "none"
     out: dict[str, Any] = {"classes": classes, "value_range": (0.0, 1.0)}
     for part, (root, files) in parts.items():
         label = part.replace("_x", "_y") if part != "x" else "y"
@@ -275,29 +275,29 @@ def load(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def num_workers(cfg: dict[str, Any]) -> int:
-    value = cfg.get("num_workers", "auto")
+    value = cfg["num_workers"]
     return min(8, os.cpu_count() or 1) if value == "auto" else value
 
 
 def check(cfg: dict[str, Any]) -> None:
-    channels, size = cfg.get("channels"), cfg.get("image_size")
+    channels, size = cfg["channels"], cfg["image_size"]
     if isinstance(channels, bool) or channels not in (1, 3):
         raise ConfigError("data.channels", f"must be 1 (grey) or 3 (RGB), got {channels!r}")
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ConfigError("data.image_size", f"must be a positive integer (square images), got {size!r}")
     expected = [channels, size, size]
-    if list(cfg.get("input_shape") or []) != expected:
+    if list(cfg["input_shape"] or []) != expected:
         raise ConfigError("data.input_shape", f"must be [channels, image_size, image_size] = {expected}, got "
-                                              f"{cfg.get('input_shape')} (images are resized to data.image_size)")
-    if not cfg.get("root"):
+                                              f"{cfg['input_shape']} (images are resized to data.image_size)")
+    if not cfg["root"]:
         raise ConfigError("data.root", "set it to a folder with one subfolder of images per class")
-    if cfg.get("resize", "crop") not in RESIZE_MODES:
-        raise ConfigError("data.resize", f"must be one of {', '.join(RESIZE_MODES)}, got {cfg.get('resize')!r}")
-    if cfg.get("cache", "auto") not in CACHE_MODES:
-        raise ConfigError("data.cache", f"must be one of {', '.join(CACHE_MODES)}, got {cfg.get('cache')!r}")
-    limit = cfg.get("max_memory_mb", 2048)
+    if cfg["resize"] not in RESIZE_MODES:
+        raise ConfigError("data.resize", f"must be one of {', '.join(RESIZE_MODES)}, got {cfg['resize']!r}")
+    if cfg["cache"] not in CACHE_MODES:
+        raise ConfigError("data.cache", f"must be one of {', '.join(CACHE_MODES)}, got {cfg['cache']!r}")
+    limit = cfg["max_memory_mb"]
     if isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit < 0:
         raise ConfigError("data.max_memory_mb", f"must be a non-negative number of MiB, got {limit!r}")
-    workers = cfg.get("num_workers", "auto")
+    workers = cfg["num_workers"]
     if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
         raise ConfigError("data.num_workers", f"must be 'auto' or an integer >= 0, got {workers!r}")

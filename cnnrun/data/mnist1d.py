@@ -71,10 +71,10 @@ def _cached(args_json: str, cache_dir: str | None) -> dict[str, np.ndarray]:
 
 
 def load(cfg: dict[str, Any]) -> dict[str, Any]:
-    args = dataset_args(cfg.get("num_samples", 5000), cfg.get("generator_seed", 42), cfg.get("shuffle_seq", False))
+    args = dataset_args(cfg["num_samples"], cfg["generator_seed"], cfg["shuffle_seq"])
     cache_dir = None
-    if cfg.get("disk_cache", False):
-        cache_dir = str(Path(os.path.expanduser(str(cfg.get("root") or "./data"))).resolve() / "mnist1d")
+    if cfg["disk_cache"]:
+        cache_dir = str(Path(os.path.expanduser(str(cfg["root"]))).resolve() / "mnist1d")
     data = _cached(json.dumps(args, sort_keys=True), cache_dir)
 
     def tensor(x):
@@ -86,15 +86,15 @@ def load(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def check(cfg: dict[str, Any]) -> None:
-    if list(cfg.get("input_shape") or []) != [1, LENGTH]:
-        raise ConfigError("data.input_shape", f"MNIST-1D sequences are [1, {LENGTH}], got {cfg.get('input_shape')}")
-    n = cfg.get("num_samples", 5000)
+    if list(cfg["input_shape"] or []) != [1, LENGTH]:
+        raise ConfigError("data.input_shape", f"MNIST-1D sequences are [1, {LENGTH}], got {cfg['input_shape']}")
+    n = cfg["num_samples"]
     if isinstance(n, bool) or not isinstance(n, int) or n < 50:
         raise ConfigError("data.num_samples", f"must be an integer >= 50 (it is split 80/20 into train and test "
                                               f"with every class in both), got {n!r}")
-    seed = cfg.get("generator_seed", 42)
+    seed = cfg["generator_seed"]
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError("data.generator_seed", f"must be a non-negative integer, got {seed!r}")
     for key in ("shuffle_seq", "disk_cache"):
-        if not isinstance(cfg.get(key, False), bool):
-            raise ConfigError(f"data.{key}", f"must be true or false, got {cfg.get(key)!r}")
+        if not isinstance(cfg[key], bool):
+            raise ConfigError(f"data.{key}", f"must be true or false, got {cfg[key]!r}")

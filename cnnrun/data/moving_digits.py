@@ -17,8 +17,8 @@ DIRECTIONS = ((0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (1, -1), (-1, 1), (-1, -
 LABELS = ("digit", "digit_direction")
 
 
-def _int(cfg: dict[str, Any], key: str, default: int, minimum: int) -> int:
-    value = cfg.get(key, default)
+def _int(cfg: dict[str, Any], key: str, minimum: int) -> int:
+    value = cfg[key]
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"data.{key}", f"must be an integer >= {minimum}, got {value!r}")
     return value
@@ -26,17 +26,17 @@ def _int(cfg: dict[str, Any], key: str, default: int, minimum: int) -> int:
 
 def params(cfg: dict[str, Any]) -> dict[str, Any]:
     """The generation parameters, checked (ConfigError naming the key)."""
-    p = {"frames": _int(cfg, "frames", 16, 2), "size": _int(cfg, "size", 32, 8),
-         "digit_size": _int(cfg, "digit_size", 12, 4), "num_samples": _int(cfg, "num_samples", 2000, 1),
-         "directions": cfg.get("directions", 4), "generator_seed": _int(cfg, "generator_seed", 0, 0),
-         "label": cfg.get("label", "digit"), "noise": cfg.get("noise", 0.0)}
-    speed = cfg.get("speed", 1)
+    p = {"frames": _int(cfg, "frames", 2), "size": _int(cfg, "size", 8),
+         "digit_size": _int(cfg, "digit_size", 4), "num_samples": _int(cfg, "num_samples", 1),
+         "directions": cfg["directions"], "generator_seed": _int(cfg, "generator_seed", 0),
+         "label": cfg["label"], "noise": cfg["noise"]}
+    speed = cfg["speed"]
     if isinstance(speed, int) and not isinstance(speed, bool):
         speed = [speed, speed]
     if (not isinstance(speed, list) or len(speed) != 2 or not all(isinstance(s, int) and not isinstance(s, bool)
                                                                   for s in speed) or not 1 <= speed[0] <= speed[1]):
         raise ConfigError("data.speed", f"must be pixels per frame: an integer >= 1 or a range [low, high], "
-                                        f"got {cfg.get('speed')!r}")
+                                        f"got {cfg['speed']!r}")
     p["speed"] = speed
     if p["directions"] not in (4, 8) or isinstance(p["directions"], bool):
         raise ConfigError("data.directions", f"must be 4 (right, left, down, up) or 8 (and the diagonals), "
@@ -58,12 +58,12 @@ def params(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def check(cfg: dict[str, Any]) -> None:
     p = params(cfg)
-    if list(cfg.get("input_shape") or []) != p["shape"]:
+    if list(cfg["input_shape"] or []) != p["shape"]:
         raise ConfigError("data.input_shape", f"moving_digits clips are [1, frames, size, size] = {p['shape']}, "
-                                              f"got {cfg.get('input_shape')}")
-    if cfg.get("num_classes") != p["num_classes"]:
+                                              f"got {cfg['input_shape']}")
+    if cfg["num_classes"] != p["num_classes"]:
         raise ConfigError("data.num_classes", f"label={p['label']} with {p['directions']} directions gives "
-                                              f"{p['num_classes']} classes, got {cfg.get('num_classes')}")
+                                              f"{p['num_classes']} classes, got {cfg['num_classes']}")
 
 
 def render(cfg: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

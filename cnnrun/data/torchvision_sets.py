@@ -105,8 +105,8 @@ def _load_cached(name: str, root: str, stamp: tuple) -> tuple[torch.Tensor, torc
 def load(name: str, cfg: dict[str, Any]) -> dict[str, Any]:
     """The training pool and the official test split of ``name`` from ``cfg['root']``."""
     spec = SETS[name]
-    root = Path(os.path.expanduser(str(cfg.get("root") or "./data"))).resolve()
-    if cfg.get("download", False) and _missing(spec, root):
+    root = Path(os.path.expanduser(str(cfg["root"]))).resolve()
+    if cfg["download"] and _missing(spec, root):
         try:
             for train in (True, False):
                 spec.open(root, train, download=True)
@@ -128,11 +128,11 @@ def load(name: str, cfg: dict[str, Any]) -> dict[str, Any]:
 def check(name: str, cfg: dict[str, Any]) -> None:
     """Config checks before anything is read: the input shape must be the files' shape."""
     spec = SETS[name]
-    if list(cfg.get("input_shape") or []) != list(spec.shape):
+    if list(cfg["input_shape"] or []) != list(spec.shape):
         raise ConfigError("data.input_shape", f"{name} images are {list(spec.shape)} (channels, height, width); "
-                                              f"got {cfg.get('input_shape')}: set data.input_shape="
+                                              f"got {cfg['input_shape']}: set data.input_shape="
                                               f"[{','.join(map(str, spec.shape))}]")
-    if spec.num_classes != cfg.get("num_classes"):
-        raise ConfigError("data.num_classes", f"{name} has {spec.num_classes} classes, got {cfg.get('num_classes')}")
-    if not isinstance(cfg.get("download", False), bool):
-        raise ConfigError("data.download", f"must be true or false, got {cfg.get('download')!r}")
+    if spec.num_classes != cfg["num_classes"]:
+        raise ConfigError("data.num_classes", f"{name} has {spec.num_classes} classes, got {cfg['num_classes']}")
+    if not isinstance(cfg["download"], bool):
+        raise ConfigError("data.download", f"must be true or false, got {cfg['download']!r}")

@@ -202,19 +202,19 @@ def gallery(plain: dict[str, Any], run_dir: Path, record: RunRecord, layer_type:
     """Draw the gallery picture of ``plain['kind']`` with the layers of ``layer_type`` into ``run_dir`` (and
     TensorBoard); returns no metrics."""
     check_root(plain)
-    kind = plain.get("kind", "kernels")
+    kind = plain["kind"]
     if kind not in KINDS:
         raise ConfigError("kind", f"unknown gallery kind {kind!r}{did_you_mean(str(kind), KINDS)} "
                                   f"(known: {', '.join(KINDS)})")
-    check_image(plain.get("image"))  # before anything heavy loads
-    grey = load_grey(plain.get("image"))
+    check_image(plain["image"])  # before anything heavy loads
+    grey = load_grey(plain["image"])
     if kind == "kernels":
         fig = kernels_figure(grey, kernel_layers(layer_type, tuple(grey.shape)))
     else:
         fig = checkerboard_figure(grey, layer_type)
     png = run_dir / f"gallery_{kind}.png"
     atomic_write(png, lambda f: fig.savefig(f, format="png"))
-    if (plain.get("logger") or {}).get("tensorboard", False):
+    if plain["logger"]["tensorboard"]:
         from torch.utils.tensorboard import SummaryWriter  # TensorBoard: only when the picture is logged
 
         from cnnrun.figures import figure_image  # imports torch: not before the settings are checked

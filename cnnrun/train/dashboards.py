@@ -79,9 +79,9 @@ def _period(key: str, value: Any) -> int:
     return value
 
 
-def dashboard_plan(logger_cfg: dict[str, Any] | None) -> DashboardPlan:
+def dashboard_plan(logger_cfg: dict[str, Any]) -> DashboardPlan:
     """The checked ``logger.dashboards`` settings; raises ConfigError naming the key at fault."""
-    raw = (logger_cfg or {}).get("dashboards")
+    raw = logger_cfg["dashboards"]
     if raw is None or raw is False:
         return DashboardPlan()
     if raw is True:
@@ -107,7 +107,7 @@ def make_dashboards(cfg: dict[str, Any], logger: Any) -> list[pl.Callback]:
     """The dashboards callback for a run (none without a TensorBoard logger or with every dashboard off)."""
     from pytorch_lightning.loggers import TensorBoardLogger
 
-    plan = dashboard_plan(cfg.get("logger"))
+    plan = dashboard_plan(cfg["logger"])
     if not isinstance(logger, TensorBoardLogger) or not plan.any():
         return []
     return [Dashboards(plan)]

@@ -79,17 +79,17 @@ def fit_and_test(plain: dict[str, Any], model: torch.nn.Module, splits, run_dir:
 
     tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
     trainer.callbacks.extend(make_dashboards(plain, tb))
-    ema_decay = (plain.get("regularization") or {}).get("ema_decay")
+    ema_decay = plain["regularization"]["ema_decay"]
     if ema_decay:  # validation, checkpoints and the test use the averaged weights
         from pytorch_lightning.callbacks import EMAWeightAveraging
 
         trainer.callbacks.append(EMAWeightAveraging(decay=float(ema_decay)))
-    if tb is not None and plain.get("logger", {}).get("log_summary", True):
+    if tb is not None and plain["logger"]["log_summary"]:
         tb.experiment.add_text("model/summary", _summary_markdown(summary), 0)
 
     if plain["mode"] == "train":
         fit_started = time.time()
-        trainer.fit(module, datamodule=datamodule, ckpt_path=plain.get("ckpt_path"))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=plain["ckpt_path"])
         record.fit_s = round(time.time() - fit_started, 3)
         first_step = module.stepper.started_at if module.stepper is not None else None
         if first_step is not None:

@@ -42,10 +42,10 @@ class Classifier(pl.LightningModule):
                 spec["init_weights"] = {**spec["init_weights"], "path": None}
             model = build_model(spec, data["input_shape"], data["num_classes"])
         self.model = model
-        self.objective = make_objective(config.get("loss") or {"name": "cross_entropy"})
-        reg = config.get("regularization") or {}
-        self.l1 = float(reg.get("l1", 0.0))
-        self.mixup_alpha, self.cutmix_alpha = float(reg.get("mixup_alpha", 0.0)), float(reg.get("cutmix_alpha", 0.0))
+        self.objective = make_objective(config["loss"])
+        reg = config["regularization"]
+        self.l1 = float(reg["l1"])
+        self.mixup_alpha, self.cutmix_alpha = float(reg["mixup_alpha"]), float(reg["cutmix_alpha"])
         self.class_weights: torch.Tensor | None = None  # set from the data module (data.balance=loss_weights)
         self.eval_stage = "test"  # test_step's metric prefix: "test", or "train_eval" for the clean training split
         self.history: list[dict[str, float]] = []
@@ -125,7 +125,7 @@ class Classifier(pl.LightningModule):
     @property
     def memory_format(self) -> torch.memory_format | None:
         """channels_last for 2D inputs, channels_last_3d for 3D inputs, None otherwise or when off."""
-        if not (self.config.get("trainer") or {}).get("channels_last", False):
+        if not self.config["trainer"]["channels_last"]:
             return None
         rank = len(self.config["data"]["input_shape"]) - 1
         return {2: torch.channels_last, 3: torch.channels_last_3d}.get(rank)
@@ -134,7 +134,7 @@ class Classifier(pl.LightningModule):
         fmt = self.memory_format
         if fmt is not None:
             self.model.to(memory_format=fmt)
-        opts = (self.config.get("trainer") or {}).get("compile", False)
+        opts = self.config["trainer"]["compile"]
         if opts and not getattr(self, "_compiled", False):
             # nn.Module.compile keeps the parameter names, so checkpoints stay loadable without compiling
             self.model.compile(**({} if opts is True else dict(opts)))
@@ -147,7 +147,7 @@ class Classifier(pl.LightningModule):
 
     @property
     def _accumulate_grad_batches(self) -> int:
-        return int((self.config.get("trainer") or {}).get("accumulate_grad_batches") or 1)
+        return int(self.config["trainer"]["accumulate_grad_batches"])
 
     def on_train_epoch_start(self):
         """Dropout and mixup draw from torch's global generator: seeded here from (seed, epoch), a run resumed from
@@ -156,9 +156,9 @@ class Classifier(pl.LightningModule):
         torch.manual_seed(epoch_seed(run_seed(self.config), self.current_epoch, stream=GLOBAL_RNG_STREAM))
 
     def on_train_start(self):
-        trainer_cfg = self.config.get("trainer") or {}
-        self.stepper = Stepper(self, clip_val=trainer_cfg.get("gradient_clip_val"),
-                               clip_algorithm=trainer_cfg.get("gradient_clip_algorithm"),
+        trainer_cfg = self.config["trainer"]
+        self.stepper = Stepper(self, clip_val=trainer_cfg["gradient_clip_val"],
+                               clip_algorithm=trainer_cfg["gradient_clip_algorithm"],
                                accumulate=self._accumulate_grad_batches, interval=self._schedule_interval,
                                lean=self.lean_step)
 
@@ -208,7 +208,7 @@ class Classifier(pl.LightningModule):
             for h in hooks:
                 h.remove()
         for module in targets:
-            module.init_from_descriptors(seen[module], seed=self.config.get("seed", 0))
+            module.init_from_descriptors(seen[module], seed=run_seed(self.config))
 
     def on_validation_epoch_end(self):
         if not self.trainer.sanity_checking:

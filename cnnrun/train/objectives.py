@@ -34,10 +34,10 @@ def check_loss_config(cfg: dict[str, Any]) -> None:
 def check_regularization_config(cfg: dict[str, Any]) -> None:
     check_keys(cfg, REGULARIZATION_KEYS, "regularization")
     for key in ("l1", "mixup_alpha", "cutmix_alpha"):
-        value = cfg.get(key, 0.0)
+        value = cfg[key]
         if not _number(value) or value < 0:
             raise ConfigError(f"regularization.{key}", f"must be a number >= 0, got {value!r}")
-    decay = cfg.get("ema_decay")
+    decay = cfg["ema_decay"]
     if decay is not None and (not _number(decay) or not 0 < decay < 1):
         raise ConfigError("regularization.ema_decay", f"must be in (0, 1) or null (off), got {decay!r}")
 
@@ -60,7 +60,7 @@ def make_objective(cfg: dict[str, Any]) -> Objective:
     The ``loss`` keys are those of any registered objective, so that a config can switch ``loss.name`` and keep the
     other objectives' settings (focal's ``gamma``): the chosen objective takes the ones it has arguments for.
     """
-    entry = LOSSES.get(cfg.get("name", "cross_entropy"), path="loss.name")
+    entry = LOSSES.get(cfg["name"], path="loss.name")
     settings = {k: v for k, v in cfg.items() if k != "name"}
     check_keys(settings, {"name", *(a for name in LOSSES for a in LOSSES.get(name).arguments)}, "loss")
     return entry.build(entry.split(settings)[0], path="loss", node=True)

@@ -24,7 +24,7 @@ SCHEDULES = Registry("schedule", inputs=3, inputs_doc="the optimizer, the fit's 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: dict[str, Any]) -> torch.optim.Optimizer:
     """Build the optimizer named by ``cfg['name']`` with the remaining keys as arguments (checked)."""
-    entry = OPTIMIZERS.get(cfg.get("name"), path="optim.name")
+    entry = OPTIMIZERS.get(cfg["name"], path="optim.name")
     kwargs = {k: v for k, v in cfg.items() if k != "name"}
     lr = kwargs.get("lr")
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr):
@@ -41,7 +41,7 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: dict[str, Any]) ->
 def make_schedule(optimizer: torch.optim.Optimizer, cfg: dict[str, Any], total_steps: int, max_epochs: int):
     """Lightning's ``lr_scheduler`` config dict for the schedule named by ``cfg['name']`` (None for ``none``),
     for a fit of ``total_steps`` optimizer steps over ``max_epochs`` epochs."""
-    entry = SCHEDULES.get(cfg.get("name"), path="sched.name")
+    entry = SCHEDULES.get(cfg["name"], path="sched.name")
     settings = {k: v for k, v in cfg.items() if k != "name"}
     try:
         return entry.build(optimizer, max(int(total_steps), 1), max(int(max_epochs), 1), settings, path="sched",

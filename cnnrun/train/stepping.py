@@ -39,13 +39,13 @@ HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step", 
 
 
 def check_step_config(trainer_cfg: dict[str, Any]) -> None:
-    clip = trainer_cfg.get("gradient_clip_val")
+    clip = trainer_cfg["gradient_clip_val"]
     if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or clip < 0):
         raise ConfigError("trainer.gradient_clip_val", f"must be null or a non-negative number, got {clip!r}")
-    algorithm = trainer_cfg.get("gradient_clip_algorithm")
-    if algorithm is not None and algorithm not in ("norm", "value"):
+    algorithm = trainer_cfg["gradient_clip_algorithm"]
+    if algorithm not in ("norm", "value"):
         raise ConfigError("trainer.gradient_clip_algorithm", f"must be norm or value, got {algorithm!r}")
-    n = trainer_cfg.get("accumulate_grad_batches", 1)
+    n = trainer_cfg["accumulate_grad_batches"]
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError("trainer.accumulate_grad_batches", f"must be a positive integer, got {n!r}")
 

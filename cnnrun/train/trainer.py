@@ -28,13 +28,13 @@ def check_trainer_config(trainer_cfg: dict[str, Any]) -> None:
         if key not in accepted and key not in OWN_KEYS:
             raise ConfigError(f"trainer.{key}", f"is not an argument of pytorch_lightning.Trainer"
                                                 f"{did_you_mean(key, [*accepted, *OWN_KEYS])}")
-    threads = trainer_cfg.get("threads", "auto")
+    threads = trainer_cfg["threads"]
     if not (threads is None or threads == "auto" or (isinstance(threads, int) and not isinstance(threads, bool)
                                                      and threads >= 1)):
         raise ConfigError("trainer.threads", f"must be auto or a positive integer, got {threads!r}")
-    if not isinstance(trainer_cfg.get("channels_last", False), bool):
+    if not isinstance(trainer_cfg["channels_last"], bool):
         raise ConfigError("trainer.channels_last", f"must be true or false, got {trainer_cfg['channels_last']!r}")
-    compile_cfg = trainer_cfg.get("compile", False)
+    compile_cfg = trainer_cfg["compile"]
     if isinstance(compile_cfg, dict):
         for key in compile_cfg:
             if key not in COMPILE_KEYS:
@@ -44,11 +44,11 @@ def check_trainer_config(trainer_cfg: dict[str, Any]) -> None:
     elif not isinstance(compile_cfg, bool):
         raise ConfigError("trainer.compile", f"must be true, false or a mapping of torch.compile arguments, got "
                                              f"{compile_cfg!r}")
-    check_strategy(trainer_cfg.get("strategy", "auto"))
+    check_strategy(trainer_cfg["strategy"])
     from cnnrun.train.stepping import check_step_config
 
     check_step_config(trainer_cfg)
-    epochs = trainer_cfg.get("max_epochs")
+    epochs = trainer_cfg["max_epochs"]
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ConfigError("trainer.max_epochs", f"must be a positive integer, got {epochs!r}")
     for key in ("callbacks", "logger", "default_root_dir", "enable_checkpointing"):
@@ -60,19 +60,19 @@ def check_trainer_config(trainer_cfg: dict[str, Any]) -> None:
 def check_callbacks_config(cb_cfg: dict[str, Any]) -> None:
     """The best checkpoint's monitor and tie-break and early stopping's monitor are validation metrics, their modes
     min or max; patience and min_delta are not negative."""
-    ckpt = cb_cfg.get("checkpoint") or {}
-    _check_monitor("callbacks.checkpoint", ckpt.get("monitor", "val/acc"), ckpt.get("mode", "max"))
-    if ckpt.get("tie_break") is not None:
-        _check_monitor("callbacks.checkpoint", ckpt["tie_break"], ckpt.get("tie_break_mode", "min"),
+    ckpt = cb_cfg["checkpoint"]
+    _check_monitor("callbacks.checkpoint", ckpt["monitor"], ckpt["mode"])
+    if ckpt["tie_break"] is not None:
+        _check_monitor("callbacks.checkpoint", ckpt["tie_break"], ckpt["tie_break_mode"],
                        keys=("tie_break", "tie_break_mode"))
-    early = cb_cfg.get("early_stopping") or {}
-    if early.get("enabled", False):
-        _check_monitor("callbacks.early_stopping", early.get("monitor", "val/acc"), early.get("mode", "max"))
-        patience = early.get("patience", 10)
+    early = cb_cfg["early_stopping"]
+    if early["enabled"]:
+        _check_monitor("callbacks.early_stopping", early["monitor"], early["mode"])
+        patience = early["patience"]
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
             raise ConfigError("callbacks.early_stopping.patience", f"must be a non-negative integer (epochs), got "
                                                                    f"{patience!r}")
-        delta = early.get("min_delta", 0.0)
+        delta = early["min_delta"]
         if isinstance(delta, bool) or not isinstance(delta, (int, float)) or delta < 0:
             raise ConfigError("callbacks.early_stopping.min_delta", f"must be a non-negative number, got {delta!r}")
 
@@ -106,9 +106,8 @@ def best_checkpoint(dirpath: Path, ckpt_cfg: dict[str, Any]):
     """The callback that writes ``checkpoints/best.ckpt`` (and ``last.ckpt``), selecting epochs with :func:`improves`
     on ``callbacks.checkpoint`` (``monitor``, ``mode``, ``tie_break``, ``tie_break_mode``)."""
     return _best_checkpoint_class()(
-        dirpath=str(dirpath), monitor=ckpt_cfg.get("monitor", "val/acc"), mode=ckpt_cfg.get("mode", "max"),
-        save_last=ckpt_cfg.get("save_last", True), tie_break=ckpt_cfg.get("tie_break"),
-        tie_break_mode=ckpt_cfg.get("tie_break_mode", "min"))
+        dirpath=str(dirpath), monitor=ckpt_cfg["monitor"], mode=ckpt_cfg["mode"], save_last=ckpt_cfg["save_last"],
+        tie_break=ckpt_cfg["tie_break"], tie_break_mode=ckpt_cfg["tie_break_mode"])
 
 
 @functools.cache
@@ -318,11 +317,11 @@ def apply_job_resources(cfg: dict[str, Any]) -> dict[str, Any]:
             launcher, job_num = hc.launcher, int(hc.job.num)
     cores = joblib.cpu_count()
     parallel, budget = launcher_share(launcher, cores)
-    threads = plan_threads(trainer_cfg.get("threads", "auto"), cores, parallel, budget)
+    threads = plan_threads(trainer_cfg["threads"], cores, parallel, budget)
     if threads is not None:
         torch.set_num_threads(threads)
-    distributed = str(trainer_cfg.get("strategy", "auto")).startswith("ddp")  # devices are the job's own choice
-    devices, accelerator = plan_devices(trainer_cfg.get("devices", 1), trainer_cfg.get("accelerator", "auto"),
+    distributed = str(trainer_cfg["strategy"]).startswith("ddp")  # devices are the job's own choice
+    devices, accelerator = plan_devices(trainer_cfg["devices"], trainer_cfg["accelerator"],
                                         None if distributed else job_num,
                                         torch.cuda.device_count() if torch.cuda.is_available() else 0)
     trainer_cfg["devices"], trainer_cfg["accelerator"] = devices, accelerator
@@ -353,12 +352,12 @@ def make_trainer(cfg: dict[str, Any], run_dir: Path, *, with_logger: bool = True
     from pytorch_lightning.callbacks import EarlyStopping, RichProgressBar, TQDMProgressBar
 
     quiet_lightning()
-    cb_cfg = cfg.get("callbacks", {})
-    callbacks: list[Any] = [best_checkpoint(run_dir / "checkpoints", cb_cfg.get("checkpoint") or {})]
-    early = cb_cfg.get("early_stopping") or {}
-    if early.get("enabled", False):
-        callbacks.append(EarlyStopping(monitor=early.get("monitor", "val/acc"), mode=early.get("mode", "max"),
-                                       patience=early.get("patience", 10), min_delta=early.get("min_delta", 0.0)))
+    cb_cfg = cfg["callbacks"]
+    callbacks: list[Any] = [best_checkpoint(run_dir / "checkpoints", cb_cfg["checkpoint"])]
+    early = cb_cfg["early_stopping"]
+    if early["enabled"]:
+        callbacks.append(EarlyStopping(monitor=early["monitor"], mode=early["mode"], patience=early["patience"],
+                                       min_delta=early["min_delta"]))
     from cnnrun.train.pruning import pruning_callback
 
     pruning = pruning_callback()  # only in a job that runs an Optuna trial
@@ -367,13 +366,15 @@ def make_trainer(cfg: dict[str, Any], run_dir: Path, *, with_logger: bool = True
     from cnnrun.train.stepping import STEP_KEYS
 
     # the module's Stepper applies clipping and accumulation (Lightning refuses them with manual optimisation)
-    trainer_kwargs = {k: v for k, v in cfg["trainer"].items() if k not in OWN_KEYS and k not in STEP_KEYS}
+    # (a Lightning argument left null keeps Lightning's default)
+    trainer_kwargs = {k: v for k, v in cfg["trainer"].items()
+                      if k not in OWN_KEYS and k not in STEP_KEYS and v is not None}
     if trainer_kwargs.get("profiler") in ("simple", "advanced"):  # its report goes into the run folder
         from pytorch_lightning.profilers import AdvancedProfiler, SimpleProfiler
 
         profiler = SimpleProfiler if trainer_kwargs["profiler"] == "simple" else AdvancedProfiler
         trainer_kwargs["profiler"] = profiler(dirpath=str(run_dir), filename="profile")
-    refresh = (cb_cfg.get("progress_bar") or {}).get("refresh_rate", 1)
+    refresh = cb_cfg["progress_bar"]["refresh_rate"]
     if refresh and trainer_kwargs.get("enable_progress_bar", True):
         try:
             import rich  # noqa: F401
@@ -382,7 +383,7 @@ def make_trainer(cfg: dict[str, Any], run_dir: Path, *, with_logger: bool = True
             callbacks.append(TQDMProgressBar(refresh_rate=refresh))
     else:
         trainer_kwargs["enable_progress_bar"] = False
-    loggers = make_loggers(cfg.get("logger") or {}, run_dir) if with_logger else []
+    loggers = make_loggers(cfg["logger"], run_dir) if with_logger else []
     plugins = trainer_kwargs.pop("plugins", None) or []
     plugins = [*(plugins if isinstance(plugins, list) else [plugins]), atomic_checkpoint_io()]
     return pl.Trainer(default_root_dir=str(run_dir), callbacks=callbacks, logger=loggers or False,
@@ -393,7 +394,7 @@ def check_logger_config(logger_cfg: dict[str, Any]) -> None:
     """The optional loggers' packages are installed (checked before training, without importing them)."""
     import importlib.util
 
-    mlflow = logger_cfg.get("mlflow")
+    mlflow = logger_cfg["mlflow"]
     if mlflow and importlib.util.find_spec("mlflow") is None:
         raise ConfigError("logger.mlflow", "needs the mlflow package: pip install 'cnnrun[mlflow]' (or choose "
                                            "logger=tensorboard or logger=csv)")
@@ -408,12 +409,12 @@ def make_loggers(logger_cfg: dict[str, Any], run_dir: Path) -> list[Any]:
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
     loggers: list[Any] = []
-    if logger_cfg.get("tensorboard", False):
+    if logger_cfg["tensorboard"]:
         loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="",
                                          default_hp_metric=False))
-    if logger_cfg.get("csv", False):
+    if logger_cfg["csv"]:
         loggers.append(CSVLogger(save_dir=str(run_dir), name="csv", version=""))
-    mlflow = logger_cfg.get("mlflow")
+    mlflow = logger_cfg["mlflow"]
     if mlflow:
         check_logger_config(logger_cfg)
         from pytorch_lightning.loggers import MLFlowLogger

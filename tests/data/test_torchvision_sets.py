@@ -131,9 +131,8 @@ def test_corrupted_files_are_reported_with_the_way_out(tmp_path):
     ("data.num_classes=12", "data.num_classes"), ("data.download=maybe", "data.download"),
 ])
 def test_shape_and_class_mismatches_are_caught_before_loading(tmp_path, override, key):
-    cfg = data_cfg("mnist", tmp_path, override)
-    with pytest.raises(ConfigError) as info:
-        check_data_config(cfg)
+    with pytest.raises(ConfigError) as info:  # a type error is refused while composing, a range while checking
+        check_data_config(data_cfg("mnist", tmp_path, override))
     assert info.value.path == key
     if "input_shape" in override:
         assert "[1, 28, 28]" in info.value.message

@@ -118,7 +118,7 @@ def test_ddp_accumulation_matches_one_process_on_the_global_batches(tmp_path, on
     inside each accumulation window), not once per batch."""
     accumulate = 4
     cfg = to_plain(compose(["data.train_fraction=0.2", "data.batch_size=16", "trainer.max_epochs=2", "sched=none",
-                            f"+trainer.accumulate_grad_batches={accumulate}"]))
+                            f"trainer.accumulate_grad_batches={accumulate}"]))
     torch.manual_seed(0)
     model = build_model(cfg["model"], cfg["data"]["input_shape"], cfg["data"]["num_classes"])  # LeNet-5: no BN
     initial = copy.deepcopy(model.state_dict())

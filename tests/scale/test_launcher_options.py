@@ -11,12 +11,12 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.utils import JobReturn
 from hydra.utils import instantiate
 
-from cnnrun.config import CONFIG_DIR, register_resolvers
+from cnnrun.config import CONFIG_DIR, register_with_hydra
 
 
 def launched_executor(tmp_path, monkeypatch, *overrides):
     """The submitit executor a 2-job sweep with this launcher would submit to (map_array intercepted)."""
-    register_resolvers()
+    register_with_hydra()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="config", return_hydra_config=True,

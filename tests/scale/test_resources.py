@@ -2,12 +2,14 @@
 import pytest
 import torch
 
+from cnnrun.config import compose, to_plain
 from cnnrun.errors import ConfigError
 from cnnrun.train.trainer import apply_job_resources, check_trainer_config, launcher_share, plan_devices, plan_threads
 
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 BASIC = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 SLURM = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+TRAINER = to_plain(compose([]))["trainer"]  # the default trainer config, which the tests change
 
 
 @pytest.mark.parametrize("launcher,cores,expected", [
@@ -57,21 +59,21 @@ def test_each_job_gets_its_own_gpu(devices, accelerator, job, gpus, expected):
 @pytest.mark.parametrize("threads", [0, -2, "many", 1.5, True])
 def test_bad_thread_counts_are_config_errors(threads):
     with pytest.raises(ConfigError) as err:
-        check_trainer_config({"max_epochs": 1, "threads": threads})
+        check_trainer_config({**TRAINER, "threads": threads})
     assert err.value.path == "trainer.threads"
 
 
 def test_threads_is_not_passed_to_lightning_but_other_unknown_keys_are_errors():
-    check_trainer_config({"max_epochs": 1, "threads": 2})
-    check_trainer_config({"max_epochs": 1, "threads": "auto"})
+    check_trainer_config({**TRAINER, "threads": 2})
+    check_trainer_config({**TRAINER, "threads": "auto"})
     with pytest.raises(ConfigError, match="did you mean 'threads'"):
-        check_trainer_config({"max_epochs": 1, "thread": 2})
+        check_trainer_config({**TRAINER, "thread": 2})
 
 
 def test_outside_a_sweep_threads_follow_the_setting():
     before = torch.get_num_threads()
     try:
-        cfg = {"trainer": {"threads": "auto", "devices": 1, "accelerator": "cpu"}}
+        cfg = {"trainer": {**TRAINER, "threads": "auto", "devices": 1, "accelerator": "cpu"}}
         chosen = apply_job_resources(cfg)
         assert chosen["threads"] == before and chosen["parallel_jobs"] == 1
         assert cfg["trainer"]["devices"] == 1

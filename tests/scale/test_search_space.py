@@ -7,7 +7,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from cnnrun.config import CONFIG_DIR, register_resolvers
+from cnnrun.config import CONFIG_DIR, register_with_hydra
 from cnnrun.errors import ConfigError
 from cnnrun.trials import make_pruner, pruner_spec
 from hydra_plugins.cnnrun_optuna_sweeper._space import SweepConfigError, search_space
@@ -111,7 +111,7 @@ def test_sampler_settings():
 
 
 def test_shipped_search_config_searches_keys_that_exist():
-    register_resolvers()
+    register_with_hydra()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["hparams_search=lenet5_digits"], return_hydra_config=True)

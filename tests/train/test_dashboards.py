@@ -203,7 +203,7 @@ def test_the_other_switches_a_failing_graph_and_a_run_cut_short(tmp_path, monkey
 
     monkeypatch.setattr(SummaryWriter, "add_graph", cannot_trace)
     with pytest.warns(RuntimeWarning, match="model graph was not logged: RuntimeError: the tracer cannot follow"):
-        run(compose([*TRAIN, "trainer.max_epochs=5", "+trainer.max_steps=15", "logger.dashboards.filters=false",
+        run(compose([*TRAIN, "trainer.max_epochs=5", "trainer.max_steps=15", "logger.dashboards.filters=false",
                      "logger.dashboards.histograms=0", "logger.dashboards.misclassified=false"]), output_dir=tmp_path)
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "completed"
     ev = read_events(tmp_path)
@@ -222,7 +222,7 @@ def test_no_callback_without_tensorboard_or_with_everything_off():
     assert D.make_dashboards(off, TensorBoardLogger("unused")) == []
     callbacks = D.make_dashboards(on, TensorBoardLogger("unused"))
     assert len(callbacks) == 1 and callbacks[0].plan == D.DashboardPlan(5, 5, 5, True, True, True)
-    assert to_plain(compose(["logger=none"]))["logger"].get("dashboards") is None
+    assert to_plain(compose(["logger=none"]))["logger"]["dashboards"] is False
 
 
 @pytest.mark.parametrize("value,plan", [

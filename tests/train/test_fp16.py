@@ -19,7 +19,7 @@ needs_cuda = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 # LeNet-5's fp16 gradients on digits overflow now and then at 2**20 and above: backing off by 2 after each overflow
 # and growing by 2 after every 2 good steps, the scaler skips some of the 6 steps and takes the others
 OVERFLOWING = {"init_scale": 2.0 ** 21, "growth_interval": 2}
-OVERRIDES = ["sched=none", "+trainer.accumulate_grad_batches=2", "trainer.gradient_clip_val=0.5"]
+OVERRIDES = ["sched=none", "trainer.accumulate_grad_batches=2", "trainer.gradient_clip_val=0.5"]
 
 
 def scaler_for(device: str, settings: dict) -> torch.amp.GradScaler:

@@ -156,8 +156,8 @@ def content_experiment(out):
     ("+trainer.max_epoch=3", "trainer.max_epoch"), ("sched.warmup_epoch=1", "sched.warmup_epoch"),
     ("mode=fit", "mode"), ("model.activation=tanhh", "model.layers[1] (tanhh)"),
     ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val"),
-    ("+trainer.gradient_clip_algorithm=l2", "trainer.gradient_clip_algorithm"),
-    ("+trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches"),
+    ("trainer.gradient_clip_algorithm=l2", "trainer.gradient_clip_algorithm"),
+    ("trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches"),
 ])
 def test_config_errors_stop_before_training_and_are_recorded(override, key, tmp_path):
     cfg = compose([])

@@ -153,7 +153,7 @@ def test_steps_match_a_plain_loop(splits, lean, sched):
 def test_gradient_clipping_matches_torch(splits, lean, algorithm):
     clip = 0.05 if algorithm == "norm" else 0.002
     cfg, initial, module, trainer, rec = lightning_fit(
-        splits, [f"trainer.gradient_clip_val={clip}", f"+trainer.gradient_clip_algorithm={algorithm}"], lean=lean)
+        splits, [f"trainer.gradient_clip_val={clip}", f"trainer.gradient_clip_algorithm={algorithm}"], lean=lean)
     reference, _, _ = reference_fit(cfg, initial, rec.batches, clip=clip, algorithm=algorithm)
     assert_same_weights(module, reference)
     unclipped, _, _ = reference_fit(cfg, initial, rec.batches)
@@ -164,7 +164,7 @@ def test_gradient_clipping_matches_torch(splits, lean, algorithm):
 
 @pytest.mark.parametrize("lean", [None, False])
 def test_gradient_accumulation_matches_a_plain_loop(splits, lean):
-    cfg, initial, module, trainer, rec = lightning_fit(splits, ["+trainer.accumulate_grad_batches=3"], lean=lean)
+    cfg, initial, module, trainer, rec = lightning_fit(splits, ["trainer.accumulate_grad_batches=3"], lean=lean)
     reference, steps, lr = reference_fit(cfg, initial, rec.batches, accumulate=3)
     assert_same_weights(module, reference)
     batches = [len(b) for b in rec.batches]
