@@ -53,9 +53,11 @@ def register_with_hydra() -> None:
     ``${cnnrun.folder_classes:root}``, ``${cnnrun.folder_channels:root}``: what an image folder holds (read once
     per config).
     """
+    from cnnrun.runfiles import register_name_resolvers
     from cnnrun.schema import register_schemas
 
     register_schemas()
+    register_name_resolvers()  # ${cnnrun.run_name:}, ${cnnrun.job_name:...} in conf/hydra/default.yaml
     if not OmegaConf.has_resolver("cnnrun_uid"):
         OmegaConf.register_new_resolver("cnnrun_uid", _uid, use_cache=True)
     for name, fn in (("cnnrun.folder_classes", folder_classes), ("cnnrun.folder_channels", folder_channels)):

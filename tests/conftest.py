@@ -1,4 +1,5 @@
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,16 @@ def run_cli(args, cwd, env=None, timeout=300):
     full_env.update(env)
     return subprocess.run([sys.executable, "-m", "cnnrun", *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def jobs_by_number(sweep_dir) -> dict[int, Path]:
+    """A sweep's job folders (``<num>`` or ``<num>_<what the job varies>``, conf/hydra/default.yaml) by job number."""
+    found = {}
+    for path in Path(sweep_dir).iterdir():
+        number = re.match(r"(\d+)(_|$)", path.name)
+        if path.is_dir() and number:
+            found[int(number.group(1))] = path
+    return found
 
 
 @pytest.fixture

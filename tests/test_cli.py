@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, jobs_by_number, run_cli
 
 
 def only_run(base: Path) -> Path:
@@ -65,15 +65,16 @@ def test_multirun_sweep_gives_each_job_its_folder_and_survives_a_failing_job(tmp
     assert "2 of 4 jobs failed" in proc.stderr and "Traceback" not in proc.stderr
     sweeps = list((tmp_path / "outputs" / "sweeps").iterdir())
     assert len(sweeps) == 1
-    jobs = sorted(p.name for p in sweeps[0].iterdir() if p.is_dir() and not p.name.startswith("."))
-    assert jobs == ["0", "1", "2", "3"]
+    jobs = jobs_by_number(sweeps[0])
+    assert sorted(jobs) == [0, 1, 2, 3]
+    assert [p.name for p in sweeps[0].iterdir() if p.is_dir() and p not in jobs.values()] == []
     status = {}
-    for job in jobs:
-        record = json.loads((sweeps[0] / job / "metrics.json").read_text())
+    for job in jobs.values():
+        record = json.loads((job / "metrics.json").read_text())
         swept = sorted(o for o in record["overrides"] if o.startswith(("optim.lr", "seed")))
         status[tuple(swept)] = record["status"]
         if record["status"] == "failed":
-            assert record["error"] == "optim.lr: must be a positive number, got -1"
+            assert record["error"] == "optim.lr: must be a positive number, got -1.0"
     assert status == {("optim.lr=0.1", "seed=1"): "completed", ("optim.lr=0.1", "seed=2"): "completed",
                       ("optim.lr=-1", "seed=1"): "failed", ("optim.lr=-1", "seed=2"): "failed"}
 

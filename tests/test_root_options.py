@@ -124,7 +124,7 @@ def test_imports_registers_the_users_layer_types_before_the_model_is_built(tmp_p
         "            return x / 2\n"
         "    return Halver(), in_shape\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    from cnnrun.layers.registry import _REGISTRY
+    from cnnrun.layers.registry import LAYERS
 
     cfg = compose(["mode=summary", "imports=[user_layers_for_imports]"])
     cfg.model.layers.insert(0, "halver")
@@ -132,7 +132,7 @@ def test_imports_registers_the_users_layer_types_before_the_model_is_built(tmp_p
         run(cfg, output_dir=tmp_path / "run")
     finally:
         with contextlib.suppress(KeyError):  # registered by the import above, unless that failed
-            del _REGISTRY["halver"]
+            del LAYERS["halver"]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["layers"][0]["type"] == "halver" and summary["total_params"] == 61_706
 
@@ -151,7 +151,7 @@ def test_relative_paths_are_read_from_where_the_command_runs(tmp_path):
 
 
 def test_run_and_sweep_folders_are_named_by_the_time_and_a_random_id():
-    """conf/hydra/default.yaml: outputs/runs/<date>_<time>_<id> and outputs/sweeps/<date>_<time>_<id>, where the id
+    """conf/hydra/default.yaml: outputs/runs/<date>_<time>_<id>_<model>-<data> and outputs/sweeps/<date>_<time>_<id>, where the id
     (4 hex digits, drawn once per process) keeps two runs started in the same second apart."""
     import re
 
@@ -167,7 +167,7 @@ def test_run_and_sweep_folders_are_named_by_the_time_and_a_random_id():
         hydra = hydra_compose(config_name="config", return_hydra_config=True).hydra
     GlobalHydra.instance().clear()
     stamp = r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_[0-9a-f]{4}"
-    assert re.fullmatch(rf"outputs/runs/{stamp}", hydra.run.dir), hydra.run.dir
+    assert re.fullmatch(rf"outputs/runs/{stamp}_lenet5-digits", hydra.run.dir), hydra.run.dir
     assert re.fullmatch(rf"outputs/sweeps/{stamp}", hydra.sweep.dir), hydra.sweep.dir
 
 

@@ -1,4 +1,6 @@
-"""The Hydra callback that keeps a sweep's comparison report current (``conf/hydra/default.yaml``)."""
+"""The Hydra callback of a sweep (``conf/hydra/default.yaml``): after every job, its one console line and the report's
+tables; at the end of the sweep, the figure, the ranked comparison on the console and the report's paths.
+"""
 from __future__ import annotations
 
 import sys
@@ -8,33 +10,43 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 
-from cnnrun.report import build_report
+from cnnrun.record import RunRecord
+from cnnrun.report import build_report, print_report
+from cnnrun.report.tables import job_line
 
 
 class SweepReport(Callback):
-    """The tables after every job (also from worker processes), the figure at the end of the sweep."""
+    """One line per job and the tables after every job (also in worker processes); the figure and the ranked
+    comparison at the end of the sweep."""
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        print(f"sweep folder: {config.hydra.sweep.dir}", flush=True)
 
     def on_job_end(self, config, job_return, **kwargs) -> None:
-        sweep_dir = _sweep_dir()
-        if sweep_dir is not None:
-            try:
-                build_report(sweep_dir, figure=False)
-            except Exception as err:  # a report must never fail a job
-                print(f"warning: comparison report not updated: {err}", file=sys.stderr)
+        hydra = _job_hydra_config(job_return)
+        if hydra is None or hydra.mode != RunMode.MULTIRUN:
+            return
+        job_dir = Path(hydra.runtime.output_dir)  # absolute: right even when jobs change their working folder
+        print(job_line(job_dir.name, RunRecord.read(job_dir)), flush=True)
+        try:
+            build_report(job_dir.parent, figure=False)
+        except Exception as err:  # a report must never fail a job
+            print(f"warning: comparison report not updated: {err}", file=sys.stderr)
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        if sweep_dir.exists():
-            out = build_report(sweep_dir, warn=True)
-            print(f"comparison: {out['md']}")
+        finish_sweep(Path(config.hydra.sweep.dir))
 
 
-def _sweep_dir() -> Path | None:
-    """The sweep folder of the job that just ended; None outside a sweep."""
-    try:
-        hc = HydraConfig.get()
-    except ValueError:
-        return None
-    if hc.mode != RunMode.MULTIRUN:
-        return None
-    return Path(hc.sweep.dir)
+def finish_sweep(sweep_dir: Path) -> None:
+    """The end of a sweep: the whole report (with its figure), then the ranked comparison and the report's paths on
+    the console. Hydra calls it when every job has run (:meth:`SweepReport.on_multirun_end`); for a sweep that a
+    job's error ended early, whoever caught the error may call it."""
+    if sweep_dir.is_dir():
+        print_report(sweep_dir, build_report(sweep_dir, warn=True))
+
+
+def _job_hydra_config(job_return):
+    """Hydra's config of the job that just ended (None outside Hydra)."""
+    if job_return.hydra_cfg is not None:
+        return job_return.hydra_cfg.hydra
+    return HydraConfig.get() if HydraConfig.initialized() else None

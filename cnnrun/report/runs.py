@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -84,7 +85,13 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
     found = {p.parent for p in sweep_dir.rglob(RECORD_FILE)}
     found |= {p.parent for p in sweep_dir.rglob(".hydra") if (p / "overrides.yaml").exists()}
     found.discard(sweep_dir)
-    return sorted(found, key=lambda p: [int(s) if s.isdigit() else s for s in p.relative_to(sweep_dir).parts])
+    return sorted(found, key=lambda p: [_by_number(part) for part in p.relative_to(sweep_dir).parts])
+
+
+def _by_number(name: str) -> tuple[int, int, str]:
+    """Sort key of a folder name: by its leading job number (``2_...`` before ``10_...``), numbered ones first."""
+    number = re.match(r"\d+", name)
+    return (0, int(number.group()), name) if number else (1, 0, name)
 
 
 def _read_overrides(job_dir: Path) -> list[str]:
@@ -106,9 +113,10 @@ def read_job(job_dir: Path) -> Job:
     return job
 
 
-def _label(job: Job) -> str:
-    """The configuration's name in the tables: its method and the overrides that vary."""
-    return " ".join(filter(None, [job.method, job.others])) or AS_CONFIGURED
+def _label(job: Job, with_method: bool = True) -> str:
+    """The configuration's name in the tables: its method (unless every job has the same) and the overrides that
+    vary."""
+    return " ".join(filter(None, [job.method if with_method else None, job.others])) or AS_CONFIGURED
 
 
 def _resolved_config(job_dir: Path) -> DictConfig | None:
@@ -171,14 +179,16 @@ def val_curve(job: Job) -> list[tuple[int, float]]:
 
 
 def read_sweep(sweep_dir: str | os.PathLike) -> tuple[list[Job], list[str]]:
-    """The sweep's jobs, and the overrides that all of them share (left out of the configuration labels)."""
+    """The sweep's jobs, and the overrides that all of them share (left out of the configuration labels, as is the
+    method when every job has the same)."""
     sweep_dir = Path(sweep_dir)
     jobs = [read_job(d) for d in job_dirs(sweep_dir)]
-    others = [[o for o in j.overrides if not _is_seed(o) and not _is_method(o)] for j in jobs]
+    one_method = len(jobs) > 1 and len({j.method for j in jobs}) == 1
+    others = [[o for o in j.overrides if not _is_seed(o) and (one_method or not _is_method(o))] for j in jobs]
     common = [o for o in others[0] if all(o in rest for rest in others[1:])] if len(jobs) > 1 else []
     for job, rest in zip(jobs, others):
-        job.others = " ".join(o for o in rest if o not in common)
-        job.config = _label(job)
+        job.others = " ".join(o for o in rest if o not in common and not _is_method(o))
+        job.config = _label(job, with_method=not one_method)
     return jobs, common
 
 
@@ -200,8 +210,8 @@ def baseline_of(group: Group, groups: Sequence[Group]) -> Group | None:
 
 
 def compares_methods(groups: Sequence[Group]) -> bool:
-    """A comparison of generalization methods: some job chose one."""
-    return any(g.method for g in groups)
+    """A comparison of generalization methods: the configurations do not all have the same method."""
+    return len({g.method for g in groups}) > 1
 
 
 def reference_of(group: Group, groups: Sequence[Group]) -> Group | None:

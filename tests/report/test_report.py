@@ -28,7 +28,7 @@ def test_python_m_cnnrun_report_rebuilds_a_report(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "cnnrun.report", str(tmp_path), "--no-figure"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "| 1 | augment | 3 | 0.8500 ± 0.0500 |" in proc.stdout
+    assert "| 1 | augment | 3 | 0.85 ± 0.05 |" in proc.stdout
     assert f"written: {tmp_path / 'comparison.csv'}, {tmp_path / 'comparison.md'}" in proc.stdout
     assert not (tmp_path / "comparison.png").exists()
 

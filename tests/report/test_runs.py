@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from cnnrun.report.runs import group_jobs, read_sweep, reference_of, val_curve
+from cnnrun.report.runs import group_jobs, job_dirs, read_sweep, reference_of, val_curve
 from tests.report.fakes import fake_job, methods_sweep, resolved
 
 
@@ -63,3 +63,12 @@ def test_validation_curve_from_the_history(sweep):
     jobs, _ = read_sweep(sweep)
     assert val_curve(jobs[0]) == [(0, pytest.approx(0.60)), (1, pytest.approx(0.70))]
     assert val_curve(jobs[7]) == []  # killed: no history, no TensorBoard events
+
+
+def test_job_folders_are_read_in_the_order_of_their_numbers(tmp_path):
+    """Named job folders (``<num>_<overrides>``) sort by their leading number: job 2 before job 10; folders without
+    a number (a single run read as a sweep) after them."""
+    for name in ("10_optim.lr=0.001", "2_optim.lr=0.1", "0", "run"):
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        (tmp_path / name / ".hydra" / "overrides.yaml").write_text("- seed=1\n")
+    assert [p.name for p in job_dirs(tmp_path)] == ["0", "2_optim.lr=0.1", "10_optim.lr=0.001", "run"]

@@ -3,18 +3,17 @@ path on this machine). The SLURM job script: tests/scale/test_launcher_options.p
 import json
 from pathlib import Path
 
-from tests.conftest import run_cli
+from tests.conftest import jobs_by_number, run_cli
 
 TINY = ["optim.lr=0.1,-1", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_test_batches=2",
         "logger=none",
         "callbacks.progress_bar.refresh_rate=0"]
 
 
-def sweep_jobs(base: Path) -> tuple[Path, dict[str, dict]]:
+def sweep_jobs(base: Path) -> tuple[Path, dict[int, dict]]:
     sweeps = list((base / "outputs" / "sweeps").iterdir())
     assert len(sweeps) == 1, sweeps
-    jobs = {p.name: json.loads((p / "metrics.json").read_text()) for p in sweeps[0].iterdir()
-            if p.is_dir() and not p.name.startswith(".")}
+    jobs = {num: json.loads((p / "metrics.json").read_text()) for num, p in jobs_by_number(sweeps[0]).items()}
     return sweeps[0], jobs
 
 
@@ -22,16 +21,16 @@ def check_one_failed(proc, jobs):
     """Job 0 (optim.lr=0.1) completed, job 1 (optim.lr=-1) failed; the command counted it from another process."""
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "1 of 2 jobs failed" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert sorted(jobs) == ["0", "1"]
-    assert jobs["0"]["status"] == "completed" and "optim.lr=0.1" in jobs["0"]["overrides"]
-    assert jobs["1"]["status"] == "failed" and jobs["1"]["error"] == "optim.lr: must be a positive number, got -1"
+    assert sorted(jobs) == [0, 1]
+    assert jobs[0]["status"] == "completed" and "optim.lr=0.1" in jobs[0]["overrides"]
+    assert jobs[1]["status"] == "failed" and jobs[1]["error"] == "optim.lr: must be a positive number, got -1.0"
 
 
 def test_parallel_sweep_with_joblib_shares_the_cores(tmp_path):
     proc = run_cli(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY], cwd=tmp_path)
     _, jobs = sweep_jobs(tmp_path)
     check_one_failed(proc, jobs)
-    resources = jobs["0"]["resources"]
+    resources = jobs[0]["resources"]
     assert resources["parallel_jobs"] == 2  # the threads each job gets: tests/scale/test_threads.py
 
 
@@ -39,7 +38,7 @@ def test_submitit_local_sweep_keeps_its_logs_in_the_sweep_folder(tmp_path):
     proc = run_cli(["-m", "hydra/launcher=local", "hydra.launcher.cpus_per_task=1", *TINY], cwd=tmp_path)
     sweep, jobs = sweep_jobs(tmp_path)
     check_one_failed(proc, jobs)
-    assert jobs["0"]["resources"]["threads"] == 1  # the launcher's cpus_per_task
+    assert jobs[0]["resources"]["threads"] == 1  # the launcher's cpus_per_task
     logs = {p.name: p.read_text() for p in (sweep / ".submitit").rglob("*_log.*")}
     assert len([n for n in logs if n.endswith("_log.out")]) == 2, sorted(logs)
     assert any("error: optim.lr: must be a positive number" in text for name, text in logs.items()

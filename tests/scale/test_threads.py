@@ -10,7 +10,7 @@ import os
 
 import joblib
 
-from tests.conftest import run_cli
+from tests.conftest import jobs_by_number, run_cli
 
 PROBE = '''
 """Append torch's thread count to <THREADS_PROBE_DIR>/job<n>.txt at every training forward pass of job n."""
@@ -49,8 +49,10 @@ def test_threads_in_a_joblib_sweep_auto_and_explicit(tmp_path):
     (sweep,) = (tmp_path / "outputs" / "sweeps").iterdir()
     expected = {"trainer.threads=auto": auto, f"trainer.threads={explicit}": explicit}
     seen = {}
-    for job in ("0", "1"):
-        record = json.loads((sweep / job / "metrics.json").read_text())
+    jobs = jobs_by_number(sweep)
+    assert sorted(jobs) == [0, 1]
+    for job, job_dir in jobs.items():
+        record = json.loads((job_dir / "metrics.json").read_text())
         (setting,) = [o for o in record["overrides"] if o.startswith("trainer.threads=")]
         assert record["resources"]["cores"] == cores and record["resources"]["parallel_jobs"] == 2
         assert record["resources"]["threads"] == expected[setting]
