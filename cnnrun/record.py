@@ -17,9 +17,9 @@ from typing import Any
 from cnnrun.runfiles import write_json
 
 RECORD_FILE = "metrics.json"
-# How a run ended: completed, failed, diverged or pruned; a record without a status reads as unknown. unfinished and
-# unreadable are never written: they describe a folder whose metrics.json is missing (the job is running or was
-# killed) or cannot be parsed.
+# How a run ended: completed, failed, diverged, pruned or interrupted (by SIGINT or SIGTERM: it can be resumed); a
+# record without a status reads as unknown. unfinished and unreadable are never written: they describe a folder whose
+# metrics.json is missing (the job is running or was killed) or cannot be parsed.
 NOT_WRITTEN = ("unfinished", "unreadable")
 FINISHED_WELL = ("completed", "pruned")  # pruned: an Optuna pruner's normal end of a trial
 
@@ -29,8 +29,8 @@ class RunRecord:
     """One run, as ``metrics.json`` records it."""
 
     # -- core: always written (null when unknown) ---------------------------------------------------------------
-    status: str = "unknown"  # completed, failed, diverged, pruned (see NOT_WRITTEN for the others)
-    error: str | None = None  # one line for failed and diverged runs
+    status: str = "unknown"  # completed, failed, diverged, pruned, interrupted (see NOT_WRITTEN for the others)
+    error: str | None = None  # one line for failed, diverged and interrupted runs
     metrics: dict[str, float] = field(default_factory=dict)  # final metrics (test/acc, gap, ...)
     params: int | None = None  # trainable and frozen parameters of the model
     duration_s: float | None = None
@@ -56,6 +56,8 @@ class RunRecord:
     history: list[dict[str, Any]] | None = None  # one entry of epoch metrics per epoch
     diverged_at: dict[str, Any] | None = None  # epoch and step of a NaN or infinite loss
     pruned_at: dict[str, Any] | None = None  # epoch and val/acc where an Optuna pruner stopped the trial
+    interrupted_at: dict[str, Any] | None = None  # the signal, the epochs done, the command that resumes the run
+    resumed: list[dict[str, Any]] | None = None  # each continuation of the run in its folder: from which epoch, when
     traceback: str | None = None  # of a crash
     gallery: str | None = None  # the picture of mode=gallery
     # keys of the file that this version does not know: kept, and written back as they were

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
 import time
 import traceback
 from pathlib import Path
@@ -14,11 +15,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from cnnrun.atomic import check_writable, unwritable_cause
-from cnnrun.config import check_root, import_user_modules, run_dir_and_overrides, to_plain
+from cnnrun.config import check_root, command_line, import_user_modules, run_dir_and_overrides, to_plain
 from cnnrun.errors import ConfigError, Diverged
 from cnnrun.record import RunRecord
+from cnnrun.resume import (LAST_CHECKPOINT, Continuation, clear_attempt, continue_job, continue_run, original_overrides,
+                           resume_command, resume_folder)
 from cnnrun.runfiles import print_summary, write_config, write_json
 from cnnrun.sweep import current_launch
+from cnnrun.train.interrupt import Interrupted
 from cnnrun.train.pruning import Pruned
 
 
@@ -79,15 +83,26 @@ def run(cfg: DictConfig | dict, output_dir: str | os.PathLike | None = None) -> 
 
     Writes ``metrics.json`` in every case (where the run folder can still be written). Raises :class:`ConfigError`
     for a bad config or an unwritable run folder (before any training), :class:`Diverged` when the loss becomes NaN
-    or infinite, and lets other errors through after recording them.
+    or infinite, :class:`Interrupted` after SIGINT or SIGTERM, and lets other errors through after recording them.
+
+    ``resume=<run folder>`` continues that run in its folder; a job of a sweep run again into the same sweep folder
+    continues its earlier attempt (:mod:`cnnrun.resume`).
     """
     started = time.time()
+    resume = OmegaConf.select(cfg, "resume") if isinstance(cfg, DictConfig) else cfg.get("resume")
+    if resume:  # the run continues in its own folder
+        folder = resume_folder(resume).absolute()
+        if output_dir is not None and Path(output_dir).absolute() != folder:
+            raise ConfigError("resume", f"continues the run in its own folder ({folder}), not in {output_dir}")
+        output_dir = folder
     run_dir, overrides = writable_run_dir(output_dir)
     record = RunRecord(status="failed", overrides=overrides, run_dir=str(run_dir),
                        started_at=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
                        host=platform.node(), launch=current_launch())
     plain: dict[str, Any] | None = None
     config_written = False  # config.yaml is written once: when the config is complete, or at the end
+    # a run that is not run again (completed, or a resume refused) keeps its metrics.json and config.yaml
+    keep_record = bool(resume)
     try:
         from cnnrun.generalization import apply_generalization, method_name
 
@@ -95,6 +110,14 @@ def run(cfg: DictConfig | dict, output_dir: str | os.PathLike | None = None) -> 
             cfg = OmegaConf.create(cfg)
         record.method = method_name(cfg)
         plain = to_plain(apply_generalization(cfg))
+        continuation = _continuation(run_dir, plain, cfg)
+        if continuation.action == "skip":
+            keep_record = True
+            return dict(continuation.previous.metrics)
+        if continuation.action == "resume":
+            plain = continuation.config
+            _continue_record(record, continuation, run_dir, overrides)
+        keep_record = False
         record.seed, record.mode = plain.get("seed"), plain.get("mode")
         if plain.get("mode") in ("gallery", "summary"):  # modes that load no data: the config is complete now
             write_config(run_dir, plain)
@@ -126,7 +149,7 @@ def run(cfg: DictConfig | dict, output_dir: str | os.PathLike | None = None) -> 
         splits = load_splits(plain, record)  # the training split's statistics complete the config
         write_config(run_dir, plain)
         config_written = True
-        fit_and_test(plain, model, splits, run_dir, record, started)
+        fit_and_test(plain, model, splits, run_dir, record, started, continuation.checkpoint)
         record.status = "completed"
         return dict(record.metrics)
     except Diverged as err:
@@ -141,13 +164,68 @@ def run(cfg: DictConfig | dict, output_dir: str | os.PathLike | None = None) -> 
         record.history, record.epochs = err.history, len(err.history)
         record.metrics = {k: v for k, v in (err.history[-1] if err.history else {}).items() if k != "epoch"}
         raise
+    except KeyboardInterrupt as err:  # SIGINT or SIGTERM in training; a plain KeyboardInterrupt came before it
+        interrupted = err if isinstance(err, Interrupted) else Interrupted(signal.SIGINT, immediate=True)
+        _record_interruption(record, interrupted, run_dir)
+        if interrupted is err:
+            raise
+        raise interrupted from err
+    except SystemExit as err:  # its launcher ended the job: submitit's preemption hook requeues it, then exits
+        record.status = "interrupted"
+        record.error = f"stopped by its launcher (SystemExit: {err.code})"
+        raise
     except BaseException as err:
         record.error = f"{type(err).__name__}: {err}"
         record.traceback = traceback.format_exc(limit=20)
         raise
     finally:
         record.duration_s = round(time.time() - started, 3)
-        _write_at_end(run_dir, record, None if config_written else plain)
+        if not keep_record:
+            _write_at_end(run_dir, record, None if config_written else plain)
+
+
+def _continuation(run_dir: Path, plain: dict[str, Any], cfg: DictConfig) -> Continuation:
+    """What this run does with an earlier attempt in its folder: ``resume=`` continues it; a training job of a
+    sweep continues, skips or replaces its own; any other run starts afresh. Prints the decision, if any."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if plain.get("resume"):
+        continuation = continue_run(run_dir, plain, command_line(cfg))
+    elif plain.get("mode") == "train" and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        continuation = continue_job(run_dir, plain, HydraConfig.get().job.num)
+        if continuation.action == "fresh":
+            clear_attempt(run_dir)
+    else:
+        return Continuation("fresh")
+    if continuation.note:
+        print(continuation.note, flush=True)
+    return continuation
+
+
+def _continue_record(record: RunRecord, continuation: Continuation, run_dir: Path, command: list[str]) -> None:
+    """A resumed run's record: the run's own overrides and method, and where this attempt took over."""
+    from cnnrun.generalization import method_name
+
+    previous = continuation.previous
+    record.overrides = original_overrides(run_dir, previous)
+    record.method = method_name(continuation.config)
+    record.resumed = [*(previous.resumed or []), {
+        "after_epoch": continuation.epochs_done, "at": record.started_at,
+        "previous_status": previous.status, "overrides": list(command)}]
+
+
+def _record_interruption(record: RunRecord, err: Interrupted, run_dir: Path) -> None:
+    """An interrupted run's record (its epochs and metrics are in it already), and the folder to resume on
+    ``err``."""
+    epochs = record.epochs or 0
+    resumable = (run_dir / LAST_CHECKPOINT).is_file()
+    err.run_dir, err.epochs_done = str(run_dir), epochs
+    err.resume = resume_command(run_dir) if resumable else None
+    record.status = "interrupted"
+    record.error = f"interrupted by {err.signal_name} after {epochs} epoch{'s' if epochs != 1 else ''}"
+    record.interrupted_at = {"signal": err.signal_name, "epochs_done": epochs, "at_once": err.immediate,
+                             "resume": err.resume}
 
 
 def writable_run_dir(output_dir: str | os.PathLike | None) -> tuple[Path, list[str]]:

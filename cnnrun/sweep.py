@@ -46,7 +46,8 @@ def current_launch() -> str | None:
 
 
 def launch_status(launch: str, sweep_dirs: list[Path] | None = None) -> Counter:
-    """status -> number of jobs of ``launch`` (completed, failed, diverged, pruned), from their run records."""
+    """status -> number of jobs of ``launch`` (completed, failed, diverged, pruned, interrupted), from their run
+    records."""
     counts: Counter = Counter()
     for sweep_dir in _sweep_dirs if sweep_dirs is None else sweep_dirs:
         if not sweep_dir.is_dir():
@@ -59,5 +60,6 @@ def launch_status(launch: str, sweep_dirs: list[Path] | None = None) -> Counter:
 
 
 def failed_jobs(counts: Counter) -> int:
-    """Jobs that neither completed nor were pruned (pruning is a normal end of an Optuna trial)."""
-    return sum(n for status, n in counts.items() if status not in FINISHED_WELL)
+    """Jobs that neither completed nor were pruned (pruning is a normal end of an Optuna trial) nor were interrupted
+    (stopped by a signal: they resume when the sweep runs again)."""
+    return sum(n for status, n in counts.items() if status not in (*FINISHED_WELL, "interrupted"))

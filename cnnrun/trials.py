@@ -1,10 +1,13 @@
 """The contract between the Optuna sweeper (``hydra/sweeper=cnnrun_optuna``) and the jobs it launches: the
 environment variables that tell a job which trial it runs, and the pruners (``hydra.sweeper.pruner``).
 
-The sweeper sets the variables for the job only (Hydra's ``hydra.job.env_set``, so they reach jobs in worker processes
-and on cluster nodes): the study's storage URL, the study's name and the trial number. The study's pruner settings are
-stored with the study (user attribute ``cnnrun.pruner``), so every job prunes with the sweeper's pruner
-(``cnnrun/train/pruning.py``). Light module: Optuna loads only when a pruner is built.
+The sweeper sets most variables for the job only (Hydra's ``hydra.job.env_set``, so they reach jobs in worker processes
+and on cluster nodes): the study's name, the trial number and the storage URL with its password masked, which names
+the storage in the job's recorded config. The URL itself, password included, is in no config: the sweeper puts it in
+its own environment (``CNNRUN_OPTUNA_STORAGE``), which the jobs inherit (in-process, joblib workers, submitit; SLURM
+exports the submitting environment unless told not to). The study's pruner settings are stored with the study (user
+attribute ``cnnrun.pruner``), so every job prunes with the sweeper's pruner (``cnnrun/train/pruning.py``). Light
+module: Optuna loads only when a pruner is built.
 """
 from __future__ import annotations
 
@@ -12,9 +15,11 @@ import os
 from typing import Any
 
 from cnnrun.errors import ConfigError
+from cnnrun.masking import has_credentials, mask_credentials
 from cnnrun.registry import Entry, Registry
 
-STORAGE_ENV = "CNNRUN_OPTUNA_STORAGE"
+STORAGE_ENV = "CNNRUN_OPTUNA_STORAGE"  # the storage URL, inherited from the sweeper's environment
+STORAGE_MASKED_ENV = "CNNRUN_OPTUNA_STORAGE_MASKED"  # the same with its password masked, set for each job
 STUDY_ENV = "CNNRUN_OPTUNA_STUDY"
 TRIAL_ENV = "CNNRUN_OPTUNA_TRIAL"
 PRUNER_ATTR = "cnnrun.pruner"
@@ -66,7 +71,22 @@ def make_pruner(spec: dict[str, Any] | None, key: str = "hydra.sweeper.pruner"):
 
 def trial_from_env() -> tuple[str, str, int] | None:
     """(storage URL, study name, trial number) when this job runs an Optuna trial, else None."""
-    storage, study, number = (os.environ.get(k) for k in (STORAGE_ENV, STUDY_ENV, TRIAL_ENV))
-    if not (storage and study and number):
+    study, number = (os.environ.get(k) for k in (STUDY_ENV, TRIAL_ENV))
+    if not (study and number):
         return None
-    return storage, study, int(number)
+    return _storage_url(), study, int(number)
+
+
+def _storage_url() -> str:
+    """The job's storage URL: the inherited one when it is the storage the sweeper named (its masked form matches),
+    else the named one when it has no password to miss."""
+    full, named = os.environ.get(STORAGE_ENV), os.environ.get(STORAGE_MASKED_ENV)
+    if full and (named is None or mask_credentials(full) == named):
+        return full
+    if named and not has_credentials(named):
+        return named
+    raise ConfigError("hydra.sweeper.storage",
+                      f"this job reports to the Optuna storage {named}, whose password reaches jobs only through the "
+                      f"environment variable {STORAGE_ENV}, which this job's environment "
+                      f"{'sets to another storage' if full else 'lacks'}: let the jobs inherit the sweep's "
+                      f"environment (e.g. SLURM's default --export=ALL)")

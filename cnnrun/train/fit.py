@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,10 @@ from cnnrun.model import summarize
 from cnnrun.distributed import is_rank_zero
 from cnnrun.train.datamodule import InMemoryDataModule
 from cnnrun.train.dashboards import make_dashboards
+from cnnrun.train.interrupt import Interrupted, graceful_stop, resumable
 from cnnrun.train.module import Classifier
 from cnnrun.record import RunRecord
-from cnnrun.runfiles import flat_hparams, print_summary, write_json
+from cnnrun.runfiles import flat_hparams, log_session, print_summary, quiet_sweep_job, write_json
 from cnnrun.train.trainer import make_trainer
 
 
@@ -64,9 +66,13 @@ def load_splits(plain: dict[str, Any], record: RunRecord):
 
 
 def fit_and_test(plain: dict[str, Any], model: torch.nn.Module, splits, run_dir: Path, record: RunRecord,
-                 started: float) -> None:
+                 started: float, resume_from: Path | None = None) -> None:
     """Train ``model`` on ``splits`` (from :func:`load_splits`) and test the selected checkpoint, or test the
-    configured checkpoint (``mode=test``); fill ``record`` with what happened."""
+    configured checkpoint (``mode=test``); fill ``record`` with what happened. ``resume_from``: the run's own
+    ``last.ckpt``, whose training it continues in its folder (:mod:`cnnrun.resume`).
+
+    SIGINT and SIGTERM stop training and testing at the next batch (:mod:`cnnrun.train.interrupt`): the record then
+    holds the finished epochs, and :class:`Interrupted` is raised."""
     summary = summarize(model, plain["data"]["input_shape"])
     write_json(run_dir / "summary.json", summary)
     print_summary(summary)
@@ -84,23 +90,30 @@ def fit_and_test(plain: dict[str, Any], model: torch.nn.Module, splits, run_dir:
         from pytorch_lightning.callbacks import EMAWeightAveraging
 
         trainer.callbacks.append(EMAWeightAveraging(decay=float(ema_decay)))
-    if tb is not None and plain["logger"]["log_summary"]:
+    if tb is not None and plain["logger"]["log_summary"] and resume_from is None:  # a resumed run logged it (step 0)
         tb.experiment.add_text("model/summary", _summary_markdown(summary), 0)
+    if resume_from is not None:  # the run's own checkpoints are in its folder, by design
+        warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+    try:
+        with graceful_stop() as stop:
+            trainer.callbacks.append(resumable(stop, restore_history=resume_from is not None))
+            _train_and_test(plain, module, datamodule, trainer, tb, run_dir, record, started, resume_from)
+    except Interrupted:
+        _record_finished_epochs(record, module, trainer)
+        raise
 
+
+def _train_and_test(plain: dict[str, Any], module: Classifier, datamodule: InMemoryDataModule, trainer, tb,
+                    run_dir: Path, record: RunRecord, started: float, resume_from: Path | None) -> None:
+    """fit_and_test's training and test, and the record of their results."""
     if plain["mode"] == "train":
         fit_started = time.time()
-        trainer.fit(module, datamodule=datamodule, ckpt_path=plain["ckpt_path"])
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from or plain["ckpt_path"])
         record.fit_s = round(time.time() - fit_started, 3)
         first_step = module.stepper.started_at if module.stepper is not None else None
         if first_step is not None:
             record.time_to_first_step_s = round(first_step - started, 3)
-        ckpt_cb = trainer.checkpoint_callback
-        best = ckpt_cb.best_model_path if ckpt_cb is not None else ""
-        record.best_checkpoint = best or None
-        # which epoch the test evaluates, and why (the monitor, its tie-break and the epochs that tied)
-        record.selected = ckpt_cb.selection() if best else None
-        record.best_val_acc = (record.selected or {}).get("val_metrics", {}).get("val/acc")
-        test_ckpt = best or None
+        test_ckpt = _record_selection(record, trainer)
     else:
         test_ckpt = plain["ckpt_path"]
     # With weight averaging (ema) a checkpoint's state_dict holds the averaged weights, which are the ones to test;
@@ -108,7 +121,7 @@ def fit_and_test(plain: dict[str, Any], model: torch.nn.Module, splits, run_dir:
     from pytorch_lightning.callbacks import WeightAveraging
 
     trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, WeightAveraging)]
-    trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt, verbose=True)
+    trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt, verbose=not quiet_sweep_job())
 
     if getattr(module, "shards", None):
         record.distributed = module.shards
@@ -128,15 +141,35 @@ def fit_and_test(plain: dict[str, Any], model: torch.nn.Module, splits, run_dir:
             metrics["gap"] = metrics["train_eval/acc"] - metrics["best/val_acc"]
     record.metrics = metrics
     record.epochs = len(module.history)
-    record.history = module.history
+    record.history = module.history  # with the epochs before a resume (the checkpoint kept them)
     final = {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items() if v is not None}
     hparams = flat_hparams(plain)
     for logger in trainer.loggers:  # the hyperparameters with the run's final metrics (TensorBoard's HPARAMS tab)
         if logger is tb:
-            logger.log_hyperparams(hparams, final)
+            log_session(logger, hparams, final, run_dir)
         else:
             logger.log_hyperparams(hparams)
             logger.log_metrics(final, step=trainer.global_step)
         logger.finalize("success")
-    if is_rank_zero():
+    if is_rank_zero() and not quiet_sweep_job():
         print(f"run folder: {run_dir}\n" + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items() if v is not None))
+
+
+def _record_selection(record: RunRecord, trainer) -> str | None:
+    """The best checkpoint so far and which epoch it holds, and why (the monitor, its tie-break and the epochs that
+    tied); returns its path (None before the first one)."""
+    ckpt_cb = trainer.checkpoint_callback
+    best = ckpt_cb.best_model_path if ckpt_cb is not None else ""
+    record.best_checkpoint = best or None
+    record.selected = ckpt_cb.selection() if best else None
+    record.best_val_acc = (record.selected or {}).get("val_metrics", {}).get("val/acc")
+    return best or None
+
+
+def _record_finished_epochs(record: RunRecord, module: Classifier, trainer) -> None:
+    """An interrupted run: its finished epochs (those in last.ckpt), the metrics of the last one, the best so far."""
+    record.history, record.epochs = module.history, len(module.history)
+    last = module.history[-1] if module.history else {}
+    record.metrics = {k: v for k, v in last.items() if k != "epoch"}
+    if module.config["mode"] == "train":
+        _record_selection(record, trainer)

@@ -64,10 +64,13 @@ class CnnrunOptunaSweeperConf:
     direction: str = "maximize"
     # the study; null: the hparams_search config's name (else "cnnrun")
     study_name: Optional[str] = None
-    # Optuna storage URL; null: sqlite:///<sweep dir>/optuna.db. A study with the same name in the same storage is
-    # continued (re-run with the same hydra.sweep.dir, or the same storage and study_name, to resume)
+    # Optuna storage URL (an RDB one: sqlite, postgresql, mysql); null: sqlite:///<sweep dir>/optuna.db. A study with
+    # the same name in the same storage is continued (re-run with the same hydra.sweep.dir, or the same storage and
+    # study_name, to resume). A password in it is masked everywhere cnnrun shows or records the URL; to keep it off the
+    # command line too: hydra.sweeper.storage='${oc.env:CNNRUN_OPTUNA_STORAGE}'
     storage: Optional[str] = None
-    # trials to run in this invocation (a resumed study keeps its earlier trials and adds these)
+    # the study's size: finished (complete or pruned) trials to reach. A sweep runs the trials the study lacks, so the
+    # same command again finishes an interrupted study or replaces its failed trials; raise it to extend a study
     n_trials: int = 20
     # trials asked for and launched together: set it to the launcher's parallelism (hydra.launcher.n_jobs)
     n_jobs: int = 1
@@ -77,6 +80,13 @@ class CnnrunOptunaSweeperConf:
     # the search space, in Hydra's sweep grammar: key: interval(a, b) | tag(log, interval(a, b)) |
     # int(interval(a, b)) | choice(a, b, ...) | range(start, stop[, step]) | a fixed value
     params: Dict[str, Any] = field(default_factory=dict)
+    # a trial of a sweep process that died (killed, out of memory, preempted) must not stay RUNNING: while trials run,
+    # the sweeper records a heartbeat for each every heartbeat_interval seconds (null: no heartbeats), and a sweep of
+    # the study marks FAIL each trial whose last heartbeat is older than grace_period seconds (null: twice the interval)
+    heartbeat_interval: Optional[int] = 10
+    grace_period: Optional[int] = None
+    # such a trial's parameters run again, as a new trial, up to this many times (0: the trial only fails)
+    stale_trial_retries: int = 1
     # trials that a new study evaluates first (e.g. the defaults), each a mapping of params to values (a value fixed on
     # the command line wins); a resumed study does not run them again
     enqueue: List[Any] = field(default_factory=list)

@@ -8,7 +8,7 @@ import joblib
 import optuna
 import yaml
 
-from tests.conftest import run_cli
+from tests.conftest import jobs_by_number, run_cli
 
 QUIET = ["logger=none", "callbacks.progress_bar.refresh_rate=0"]
 
@@ -44,7 +44,7 @@ STATE_OF_STATUS = {"completed": "COMPLETE", "pruned": "PRUNED", "failed": "FAIL"
 def check_jobs_match_study(sweep, study):
     """Every trial has its job folder (named by the trial number) whose metrics.json agrees with Optuna."""
     for t in study.trials:
-        record = json.loads((sweep / str(t.number) / "metrics.json").read_text())
+        record = json.loads((jobs_by_number(sweep)[t.number] / "metrics.json").read_text())
         assert STATE_OF_STATUS[record["status"]] == t.state.name, (t.number, record["status"], record["error"])
         if t.state.name == "COMPLETE":
             assert t.value == record["metrics"]["val/acc"]  # the objective: the last epoch's val/acc
@@ -86,12 +86,14 @@ def test_study_prunes_survives_failures_and_resumes(tmp_path):
     rows = list(csv.DictReader((sweep / "trials.csv").open()))
     assert [(int(r["number"]), r["state"]) for r in rows] == list(enumerate(states))
     assert rows[0]["optim.lr"] == "0.1" and float(rows[0]["duration_s"]) > 0
-    assert [r["job_dir"] for r in rows] == [str(t.number) for t in study.trials]
+    assert [r["job_dir"] for r in rows] == [jobs_by_number(sweep)[t.number].name for t in study.trials]
     assert "no_such_model" in rows[3]["error"]
 
-    # Resume: the same sweep folder continues the study (2 new trials; the enqueued ones do not run again), here
-    # with two jobs in parallel (joblib) and a narrower space: the trials report to the study from the workers.
-    proc = run_cli([*base, "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", "hydra/launcher=joblib",
+    # Resume: the same sweep folder continues the study up to n_trials finished trials (here 2 more than it has; the
+    # enqueued ones do not run again), with two jobs in parallel (joblib) and a narrower space: the trials report to
+    # the study from the workers.
+    finished = sum(s in ("COMPLETE", "PRUNED") for s in states)
+    proc = run_cli([*base, f"hydra.sweeper.n_trials={finished + 2}", "hydra.sweeper.n_jobs=2", "hydra/launcher=joblib",
                     "hydra.launcher.n_jobs=2", "model=lenet5", "model.activation=tanh"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     study = optuna.load_study(study_name="tiny", storage=storage)
@@ -101,7 +103,7 @@ def test_study_prunes_survives_failures_and_resumes(tmp_path):
     assert all(set(t.params) == {"optim.lr"} for t in new)
     check_jobs_match_study(sweep, study)
     for t in new:
-        record = json.loads((sweep / str(t.number) / "metrics.json").read_text())
+        record = json.loads((jobs_by_number(sweep)[t.number] / "metrics.json").read_text())
         assert record["resources"]["parallel_jobs"] == 2
         assert record["resources"]["threads"] == max(1, joblib.cpu_count() // 2)
     assert len(list(csv.DictReader((sweep / "trials.csv").open()))) == 8
