@@ -349,7 +349,7 @@ def quiet_lightning() -> None:
 def make_trainer(cfg: dict[str, Any], run_dir: Path, *, with_logger: bool = True):
     """A pl.Trainer writing checkpoints to ``run_dir/checkpoints`` and TensorBoard logs to ``run_dir/tensorboard``."""
     import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import EarlyStopping, RichProgressBar, TQDMProgressBar
+    from pytorch_lightning.callbacks import EarlyStopping
 
     quiet_lightning()
     cb_cfg = cfg["callbacks"]
@@ -376,11 +376,9 @@ def make_trainer(cfg: dict[str, Any], run_dir: Path, *, with_logger: bool = True
         trainer_kwargs["profiler"] = profiler(dirpath=str(run_dir), filename="profile")
     refresh = cb_cfg["progress_bar"]["refresh_rate"]
     if refresh and trainer_kwargs.get("enable_progress_bar", True):
-        try:
-            import rich  # noqa: F401
-            callbacks.append(RichProgressBar(refresh_rate=refresh))
-        except ImportError:
-            callbacks.append(TQDMProgressBar(refresh_rate=refresh))
+        from cnnrun.train.progress import LongRunHint, RunProgressBar
+
+        callbacks += [RunProgressBar(refresh_rate=refresh), LongRunHint()]  # the whole run's progress and time left
     else:
         trainer_kwargs["enable_progress_bar"] = False
     loggers = make_loggers(cfg["logger"], run_dir) if with_logger else []
