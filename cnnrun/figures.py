@@ -2,8 +2,8 @@
 
 Image grids (torchvision's ``make_grid``: padding and row wrapping) of filters, feature maps and samples, the
 confusion matrix and misclassified samples as figures, histograms for TensorBoard, and a figure rendered to an image
-array. Low level: it imports no other cnnrun module. matplotlib, scikit-learn and torchvision load when a picture is
-drawn, so that a run with every dashboard off never loads them.
+array. Low level: it imports no other cnnrun module. matplotlib and torchvision load when a picture is drawn, so
+that a run with every dashboard off never loads them.
 """
 from __future__ import annotations
 
@@ -17,8 +17,17 @@ MAX_MAPS = 32              # feature-map channels shown per layer
 MIN_TILE_PX = 64           # small filters and maps are enlarged (nearest) to at least this many pixels
 HISTOGRAM_BINS = 64
 GRID_PAD = 2               # white pixels between the tiles of a grid
+GROUP_PAD = 6              # and between groups of tiles (one filter's input channels or depth slices)
 LABEL_PX = 26              # room above each misclassified sample for its labels
 LABEL_PAD = 4              # white pixels between misclassified samples
+# TensorBoard shows an image scaled to its card's width (about 340 px in a 1400 px wide window), so what is legible
+# there depends on a figure's text size relative to its width, not on its pixels. A figure CARD_INCHES wide shows its
+# text on the card at about its point size; it is drawn at FIGURE_DPI so that it stays sharp at its actual size.
+CARD_INCHES = 4.5
+FIGURE_DPI = 150
+MAX_VALUE_PT = 11          # the confusion matrix's counts: at most this size,
+MIN_VALUE_PT = 8           # and left out (colours only) where they would have to be smaller to fit their cells
+MAX_CLASS_TICKS = 15       # class labels on each axis of the confusion matrix
 
 
 def figure_image(fig) -> np.ndarray:
@@ -60,20 +69,48 @@ def image_grid(tiles: torch.Tensor, nrow: int, *, label_px: int = 0, pad: int = 
     return grid
 
 
+def near_square_columns(count: int, tile_aspect: float = 1.0) -> int:
+    """Columns of a grid of ``count`` tiles (each ``tile_aspect`` = height / width) that is about as wide as it is
+    tall, rather wider than taller: TensorBoard scales an image to its card's width, so a tall one makes a long card."""
+    return max(1, min(count, math.ceil(math.sqrt(count * tile_aspect))))
+
+
+def grouped_grid(tiles: torch.Tensor, group: int = 1) -> torch.Tensor:
+    """(N, C, H, W) -> (3, H', W'): a near-square grid (:func:`image_grid`) of the tiles, where each run of ``group``
+    consecutive tiles (one filter's input channels, or its depth slices) stays together on a row and the groups are
+    ``GROUP_PAD`` pixels apart."""
+    if group <= 1:
+        return image_grid(tiles, near_square_columns(len(tiles), tiles.shape[-2] / tiles.shape[-1]))
+    from torchvision.utils import make_grid  # torchvision: only when a grid is drawn
+
+    rows = torch.stack([image_grid(tiles[i:i + group], group) for i in range(0, len(tiles), group)])
+    columns = near_square_columns(len(rows), rows.shape[-2] / rows.shape[-1])
+    return make_grid(rows, nrow=columns, padding=GROUP_PAD, pad_value=1.0)
+
+
 def signal_strip(rows: torch.Tensor) -> torch.Tensor:
-    """1D signals (R, L) as one image (3, H, W) in [0, 1]: a band per signal (8 pixels, more when there are few), at
-    least 2 * MIN_TILE_PX wide."""
-    band = max(8, math.ceil(MIN_TILE_PX / rows.shape[0]))
-    image = rows.repeat_interleave(band, 0).repeat_interleave(max(1, math.ceil(2 * MIN_TILE_PX / rows.shape[1])), 1)
-    return image_grid(image[None, None], 1)
+    """1D signals (R, L) as one heatmap (3, H, W) in [0, 1]: a band per signal, a column per position, enlarged
+    (nearest) to at least 2 * MIN_TILE_PX pixels wide and about as tall as wide (a band at most MIN_TILE_PX high)."""
+    count, length = rows.shape
+    column = max(1, math.ceil(2 * MIN_TILE_PX / length))
+    band = max(1, min(MIN_TILE_PX, round(length * column / count)))
+    return image_grid(rows.repeat_interleave(band, 0).repeat_interleave(column, 1)[None, None], 1)
+
+
+def _first_groups(slices: torch.Tensor) -> torch.Tensor:
+    """(G, S, h, w) groups of 2D slices -> a :func:`grouped_grid` of the first ones (``MAX_TILES`` slices)."""
+    per_group = min(slices.shape[1], MAX_TILES)
+    keep = max(1, MAX_TILES // per_group)
+    return grouped_grid(slices[:keep, :per_group].reshape(-1, 1, *slices.shape[-2:]), per_group)
 
 
 def filter_grid(weight: torch.Tensor) -> torch.Tensor:
-    """A convolution's weight as an image (3, H, W) in [0, 1].
+    """A convolution's weight as an image (3, H, W) in [0, 1], wrapped into a near-square grid.
 
-    2D: one tile per filter, RGB when the filters have 3 input channels, else one grey tile per (filter, input
-    channel) with a row per filter. 1D: one image, a row per (filter, input channel), a column per tap. 3D: a row per
-    (filter, input channel), a tile per depth slice. Large layers show their first filters (``MAX_TILES`` tiles).
+    2D: one tile per filter, RGB when the filters have 3 input channels, else a group per filter of one grey tile
+    per input channel. 1D: one heatmap, a band per (filter, input channel), a column per tap. 3D: a group per
+    (filter, input channel) of one tile per depth slice. Large layers show their first filters (``MAX_TILES``
+    tiles).
     """
     w = weight.detach().float().cpu()
     out_ch, in_ch = w.shape[:2]
@@ -81,24 +118,18 @@ def filter_grid(weight: torch.Tensor) -> torch.Tensor:
         return signal_strip(w.reshape(out_ch * in_ch, w.shape[-1])[:MAX_TILES])
     if w.dim() == 4:
         if in_ch in (1, 3):  # grey or colour filters
-            return image_grid(w[:MAX_TILES], math.ceil(math.sqrt(min(out_ch, MAX_TILES))))
-        per_row = min(in_ch, MAX_TILES)
-        keep = max(1, MAX_TILES // per_row)
-        return image_grid(w[:keep, :per_row].reshape(-1, 1, *w.shape[-2:]), per_row)
+            return grouped_grid(w[:MAX_TILES])
+        return _first_groups(w)
     if w.dim() == 5:
-        depth = w.shape[2]
-        per_row = min(depth, MAX_TILES)
-        keep = max(1, MAX_TILES // per_row)
-        slices = w.reshape(out_ch * in_ch, depth, *w.shape[-2:])[:keep, :per_row]
-        return image_grid(slices.reshape(-1, 1, *w.shape[-2:]), per_row)
+        return _first_groups(w.reshape(out_ch * in_ch, *w.shape[2:]))
     raise ValueError(f"cannot render a weight of shape {tuple(w.shape)}")
 
 
 def map_grid(maps: torch.Tensor) -> torch.Tensor:
     """One sample's activations (C, *spatial) as an image (3, H, W) in [0, 1].
 
-    2D: a tile per channel (the first ``MAX_MAPS``); 3D: the middle depth slice of each channel; 1D: one image with a
-    row per channel.
+    2D: a near-square grid of a tile per channel (the first ``MAX_MAPS``); 3D: the same of each channel's middle
+    depth slice; 1D: one heatmap with a band per channel.
     """
     m = maps.detach().float().cpu()
     if m.dim() == 2:
@@ -107,8 +138,7 @@ def map_grid(maps: torch.Tensor) -> torch.Tensor:
         m = m[:, m.shape[1] // 2]
     if m.dim() != 3:
         raise ValueError(f"cannot render activations of shape {tuple(m.shape)}")
-    m = m[:MAX_MAPS]
-    return image_grid(m[:, None], math.ceil(math.sqrt(m.shape[0])))
+    return grouped_grid(m[:MAX_MAPS, None])
 
 
 def sample_image(x: torch.Tensor) -> torch.Tensor:
@@ -132,23 +162,50 @@ def sample_tiles(x: torch.Tensor) -> torch.Tensor:
 
 # -- figures -----------------------------------------------------------------------------------------------------
 def confusion_figure(matrix: torch.Tensor):
-    """The confusion matrix (rows: true class, columns: predicted class) drawn with scikit-learn's display."""
-    from matplotlib.figure import Figure  # matplotlib and scikit-learn: only when a figure is drawn
-    from sklearn.metrics import ConfusionMatrixDisplay
+    """The confusion matrix (rows: true class, columns: predicted class) as a figure that is legible on a TensorBoard
+    card (``CARD_INCHES``): the counts in their cells as large as they fit (empty cells blank), none where they would
+    be too small to read (many classes: the colours alone), at most ``MAX_CLASS_TICKS`` class labels per axis."""
+    from matplotlib.figure import Figure  # matplotlib: only when a figure is drawn
 
-    n = matrix.shape[0]
-    size = min(3.5 + 0.3 * n, 16)
-    fig = Figure(figsize=(size, size), dpi=80)
+    counts = matrix.detach().long().cpu().numpy()
+    n = counts.shape[0]
+    fig = Figure(figsize=(CARD_INCHES, CARD_INCHES), dpi=FIGURE_DPI, layout="constrained")
     ax = fig.add_subplot()
-    display = ConfusionMatrixDisplay(matrix.numpy()).plot(ax=ax, colorbar=False, include_values=n <= 30,
-                                                          cmap="Blues", values_format="d")
-    if display.text_ is not None:  # empty cells stay blank: easier to read, and cheaper to draw
-        for text, count in zip(display.text_.ravel(), matrix.flatten().tolist()):
-            text.set_visible(count != 0)
-    total = int(matrix.sum())
-    ax.set_title(f"test split: {total} samples, accuracy {int(matrix.trace()) / max(total, 1):.4f}")
-    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.08, top=0.94)
+    ax.imshow(counts, cmap="Blues", vmin=0, vmax=max(int(counts.max()), 1), interpolation="nearest")
+    ticks = range(0, n, _tick_step(n))
+    ax.set_xticks(ticks)
+    ax.set_yticks(ticks)
+    ax.tick_params(labelsize=9, length=2)
+    ax.set_xlabel("predicted class", fontsize=10)
+    ax.set_ylabel("true class", fontsize=10)
+    total = int(counts.sum())
+    ax.set_title(f"test split: {total} samples, accuracy {int(counts.trace()) / max(total, 1):.4g}", fontsize=11)
+    size = _value_size(n, len(str(int(counts.max()))))
+    if size:
+        dark = counts.max() / 2
+        for (i, j), count in np.ndenumerate(counts):
+            if count:  # empty cells stay blank: easier to read, and cheaper to draw
+                ax.text(j, i, str(count), ha="center", va="center", fontsize=size,
+                        color="white" if count > dark else "black")
     return fig
+
+
+def _tick_step(classes: int) -> int:
+    """Every class's label, or every 2nd, 5th, 10th, 20th ... so that an axis has at most ``MAX_CLASS_TICKS``."""
+    magnitude = 1
+    while True:
+        for factor in (1, 2, 5):
+            if math.ceil(classes / (factor * magnitude)) <= MAX_CLASS_TICKS:
+                return factor * magnitude
+        magnitude *= 10
+
+
+def _value_size(classes: int, digits: int) -> float:
+    """The font size (points) of the counts in a confusion matrix of ``classes`` classes drawn ``CARD_INCHES`` wide,
+    so that ``digits`` digits fit a cell; 0 when that is below ``MIN_VALUE_PT``."""
+    cell_pt = 0.75 * CARD_INCHES * 72 / classes  # the axes take about three quarters of the figure's width
+    size = min(MAX_VALUE_PT, cell_pt / (0.65 * digits + 0.35))  # a digit is about 0.6 em wide, plus a margin
+    return size if size >= MIN_VALUE_PT else 0.0
 
 
 def confusion_markdown(matrix: torch.Tensor) -> str:

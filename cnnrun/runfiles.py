@@ -215,7 +215,8 @@ def _value_at(plain: dict[str, Any], key: str) -> Any:
     return node if isinstance(node, (int, float, str, bool)) else None
 
 
-def log_session(tb_logger, hparams: dict[str, Any], final: dict[str, float], run_dir: Path) -> None:
+def log_session(tb_logger, hparams: dict[str, Any], final: dict[str, float], run_dir: Path,
+                step: int | None = None) -> None:
     """The run as one session of TensorBoard's HPARAMS tab: its hyperparameters, named by :func:`session_name`, with
     its final metrics (scalars, which the table's metric columns read). No experiment summary: TensorBoard then
     builds the table from every run under its logdir and puts the hyperparameters whose values differ first (it
@@ -226,7 +227,7 @@ def log_session(tb_logger, hparams: dict[str, Any], final: dict[str, float], run
     from torch.utils.tensorboard.summary import hparams as hparams_summaries  # as Lightning's log_hyperparams
 
     tb_logger.hparams.update(hparams)  # Lightning writes them to tensorboard/hparams.yaml as well
-    tb_logger.log_metrics(final)
+    tb_logger.log_metrics(final, step)
     _, start, end = hparams_summaries(hparams, final)
     plugin_data = start.value[0].metadata.plugin_data
     content = HParamsPluginData.FromString(plugin_data.content)

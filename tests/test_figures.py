@@ -30,23 +30,68 @@ def block_centres(t: np.ndarray, factor: int) -> np.ndarray:
     return t[factor // 2::factor, factor // 2::factor]
 
 
-def test_rendering_of_1d_and_3d_layers():
+def test_1d_filters_and_maps_are_one_near_square_heatmap():
+    """A band per (filter, input channel), a column per tap, each enlarged by whole pixels: the image is about as tall
+    as wide (Conv1d weights (4, 2, 5): 8 bands of 5 taps), and a single signal stays one band."""
     torch.manual_seed(0)
-    w1 = torch.randn(4, 2, 5)  # Conv1d: a band per (filter, input channel), a column block per tap
+    w1 = torch.randn(4, 2, 5)
     image = (figures.filter_grid(w1)[0] * 255).numpy()
-    band, col = 8, math.ceil(2 * figures.MIN_TILE_PX / 5)
-    assert image.shape == (4 * 2 * band, 5 * col)  # a single image: no grid padding
-    shown = image[band // 2::band, col // 2::col]
-    assert np.abs(shown - scaled(w1.reshape(8, 5))).max() < 0.01
-    w3 = torch.randn(2, 1, 3, 5, 5)  # Conv3d: a row per filter, a tile per depth slice
-    image = (figures.filter_grid(w3)[0] * 255).numpy()
+    height, width = image.shape
+    assert height % 8 == 0 and width % 5 == 0  # whole-pixel bands and columns, no grid padding
+    band, col = height // 8, width // 5
+    assert width >= 2 * figures.MIN_TILE_PX and 0.8 <= height / width <= 1.25
+    assert np.abs(image[band // 2::band, col // 2::col] - scaled(w1.reshape(8, 5))).max() < 0.01
+    signal = torch.randn(1, 40)
+    strip = (figures.map_grid(signal)[0] * 255).numpy()
+    col = strip.shape[1] // 40
+    assert strip.shape[1] % 40 == 0 and np.abs(strip[0, col // 2::col] - scaled(signal[0])).max() < 0.01
+    assert figures.map_grid(torch.randn(5, 4, 9, 9)).shape == figures.map_grid(torch.randn(5, 9, 9)).shape  # 3D
+
+
+def grouped_origin(group: int, k: int, per_row: int, group_size: int, size: int) -> tuple[int, int]:
+    """The top left pixel of tile ``k`` of group ``group`` in a grid of groups: each group a row of ``group_size``
+    tiles (``size`` px, GRID_PAD apart and around), ``per_row`` groups per row, GROUP_PAD between and around them."""
+    pad, gap = figures.GRID_PAD, figures.GROUP_PAD
+    group_h, group_w = size + 2 * pad, group_size * (size + pad) + pad
+    r, c = divmod(group, per_row)
+    return gap + r * (group_h + gap) + pad, gap + c * (group_w + gap) + pad + k * (size + pad)
+
+
+def test_3d_filters_keep_each_filters_depth_slices_together_and_wrap_the_filters():
+    """Conv3d weights (10, 1, 3, 5, 5): a group of 3 depth slices per filter, the 10 groups wrapped into rows (not
+    one column of 10 groups), wider gaps between groups than between the slices of one group; the rest white."""
+    torch.manual_seed(3)
+    w3 = torch.randn(10, 1, 3, 5, 5)
+    image = (figures.filter_grid(w3).permute(1, 2, 0) * 255).numpy()
     factor = math.ceil(figures.MIN_TILE_PX / 5)
     size = 5 * factor
-    assert image.shape == (2 * (size + 2) + 2, 3 * (size + 2) + 2)
-    shown = block_centres(tile(image[..., None], 1 * 3 + 2, 3, size), factor)  # filter 1, depth slice 2
-    assert np.abs(shown - scaled(w3[1, 0, 2])).max() < 0.01
-    assert figures.map_grid(torch.randn(3, 40)).shape[0] == 3  # 1D maps: one band image
-    assert figures.map_grid(torch.randn(5, 4, 9, 9)).shape == figures.map_grid(torch.randn(5, 9, 9)).shape  # 3D
+    group_w = 3 * (size + figures.GRID_PAD) + figures.GRID_PAD
+    per_row = (image.shape[1] - figures.GROUP_PAD) // (group_w + figures.GROUP_PAD)
+    assert 1 < per_row < 10 and image.shape[1] == figures.GROUP_PAD + per_row * (group_w + figures.GROUP_PAD)
+    painted = np.zeros(image.shape[:2], dtype=bool)
+    for f in range(10):
+        for d in range(3):
+            top, left = grouped_origin(f, d, per_row, 3, size)
+            shown = image[top:top + size, left:left + size, 0].astype(np.float64)
+            assert np.abs(block_centres(shown, factor) - scaled(w3[f, 0, d])).max() < 0.01, (f, d)
+            painted[top:top + size, left:left + size] = True
+    assert (image[~painted] == 255).all()
+
+
+@pytest.mark.parametrize("what,render,shape", [
+    ("LeNet-5's first filters", figures.filter_grid, (6, 1, 5, 5)),
+    ("Inception's first filters (RGB)", figures.filter_grid, (64, 3, 3, 3)),
+    ("C3D's first filters", figures.filter_grid, (32, 1, 3, 3, 3)),
+    ("cnn1d's first filters", figures.filter_grid, (32, 1, 5)),
+    ("filters of 2 input channels", figures.filter_grid, (16, 2, 5, 5)),
+    ("32 feature maps", figures.map_grid, (32, 28, 28)),
+    ("32 maps of a 1D signal", figures.map_grid, (32, 40)),
+    ("32 maps of a clip", figures.map_grid, (32, 8, 16, 16)),
+])
+def test_grids_are_near_square_to_fit_a_card(what, render, shape):
+    """TensorBoard scales an image to its card's width: a grid about as tall as wide (not a long row or column)."""
+    height, width = render(torch.randn(shape)).shape[1:]
+    assert 0.6 <= height / width <= 1.25, what
 
 
 def test_a_filter_grid_wraps_its_rows_and_leaves_empty_cells_white():
@@ -104,6 +149,68 @@ def test_figure_image_is_the_rendered_canvas():
     assert (image[0] == 255).all() and (image[1:] == 0).all()
 
 
+# TensorBoard 2.21 shows an image scaled to its card, about 340 px wide (Images tab, 1400 px wide window): what is
+# legible there is a text's height relative to the image's width.
+CARD_PX = 340
+
+
+def on_card_px(text, fig, image_width: int) -> float:
+    """A text's height in pixels on a TensorBoard card."""
+    return text.get_fontsize() * fig.dpi / 72 * CARD_PX / image_width
+
+
+def cell_centre(ax, image: np.ndarray, row: int, col: int) -> np.ndarray:
+    """The rendered colour (RGB) at the centre of the confusion matrix's cell (row, col)."""
+    x, y = ax.transData.transform((col, row))  # display pixels, origin at the bottom left
+    return image[:, image.shape[1] - int(round(y)), int(round(x))].astype(np.float64)
+
+
+def test_confusion_matrix_of_10_classes_is_legible_on_a_card():
+    """Each non-empty cell shows its count (empty cells blank), at least 10 px high on a card and inside its cell;
+    every other text at least 9 px high; nothing outside the image, and the matrix takes most of its width."""
+    torch.manual_seed(4)
+    matrix = torch.randint(0, 3, (10, 10)) + torch.diag(torch.randint(80, 1000, (10,)))
+    fig = figures.confusion_figure(matrix)
+    image = figures.figure_image(fig)
+    height, width = image.shape[1:]
+    (ax,) = fig.axes
+    renderer = fig.canvas.get_renderer()
+    shown = {(round(t.get_position()[1]), round(t.get_position()[0])): int(t.get_text()) for t in ax.texts}
+    assert shown == {(i, j): int(v) for (i, j), v in np.ndenumerate(matrix.numpy()) if v}
+    cell_px = ax.transData.transform((1, 0))[0] - ax.transData.transform((0, 0))[0]
+    for text in ax.texts:
+        assert on_card_px(text, fig, width) >= 10, text.get_text()
+        assert text.get_window_extent(renderer).width < cell_px, text.get_text()
+    labels = [ax.title, ax.xaxis.label, ax.yaxis.label, *ax.get_xticklabels(), *ax.get_yticklabels()]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [str(k) for k in range(10)]  # every class
+    for text in labels + ax.texts:
+        assert on_card_px(text, fig, width) >= 9, text.get_text()
+        box = text.get_window_extent(renderer)
+        assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= width and box.y1 <= height, text.get_text()
+    assert ax.get_window_extent(renderer).width >= 0.8 * width  # tight: little margin
+
+
+def test_confusion_matrix_of_100_classes_shows_colours_and_every_10th_class():
+    """Too many classes for legible counts: none are drawn; the cells' colours darken in step with their counts and
+    the axes name every 10th class, labels apart from each other."""
+    counts = torch.arange(100) * 7 % 101  # distinct counts in a shuffled order on the diagonal
+    matrix = torch.diag(counts)
+    fig = figures.confusion_figure(matrix)
+    image = figures.figure_image(fig)
+    (ax,) = fig.axes
+    assert not ax.texts
+    darkness = np.array([765 - cell_centre(ax, image, i, i).sum() for i in range(100)])
+    order = np.argsort(counts.numpy())
+    assert (np.diff(darkness[order]) >= 0).all() and darkness[order[-1]] > darkness[order[0]] + 300
+    assert np.corrcoef(counts.numpy(), darkness)[0, 1] > 0.98  # a colour scale, not two colours
+    assert 765 - cell_centre(ax, image, 3, 70).sum() < 20  # an empty cell is (nearly) white
+    renderer = fig.canvas.get_renderer()
+    for labels in (ax.get_xticklabels(), ax.get_yticklabels()):
+        assert [t.get_text() for t in labels] == [str(k) for k in range(0, 100, 10)]
+        boxes = [t.get_window_extent(renderer) for t in labels]
+        assert not any(a.overlaps(b) for a, b in zip(boxes, boxes[1:]))
+
+
 def test_confusion_markdown_is_the_counts_table():
     matrix = torch.tensor([[5, 1], [0, 7]])
     assert figures.confusion_markdown(matrix).splitlines() == [
@@ -133,7 +240,7 @@ def test_histogram_bins_match_numpy():
 
 def test_figures_import_no_other_cnnrun_module_and_load_plotting_libraries_late():
     """Low level: no cnnrun import anywhere in the module; at import time only the standard library, numpy and
-    torch (matplotlib, scikit-learn and torchvision load inside the functions that draw)."""
+    torch (matplotlib and torchvision load inside the functions that draw)."""
     tree = ast.parse(Path(figures.__file__).read_text())
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}

@@ -124,13 +124,14 @@ def test_tensorboard_has_scalars_and_real_hparams(trained):
     for tag in ("train/loss", "train/acc", "val/loss", "val/acc", "train/lr", "test/acc", "test/loss"):
         assert tag in scalars, tag
     assert len(scalars["val/acc"]) == 2
-    assert scalars["hp/test_acc"][-1] == pytest.approx(metrics["test/acc"], abs=1e-6)
-    assert scalars["hp/val_acc"][-1] == pytest.approx(metrics["val/acc"], abs=1e-6)
-    assert "hp_metric" not in scalars
+    assert scalars["test/acc"][-1] == pytest.approx(metrics["test/acc"], abs=1e-6)
+    assert scalars["val/acc"][-1] == pytest.approx(metrics["val/acc"], abs=1e-6)
+    assert not [tag for tag in scalars if tag.startswith("hp") or tag == "epoch"]
     # a run of the Python API has no command line: its hyperparameters are the seed (and the method, when chosen);
     # the rest of the config stays in config.yaml
     assert {k: v.number_value for k, v in hparams.items()} == {"seed": 0}
-    assert scalars["hp/gap"][-1] == pytest.approx(metrics["gap"], abs=1e-6)
+    assert scalars["train_eval/gap"] == [pytest.approx(metrics["gap"], abs=1e-6)]
+    assert scalars["val/best_acc"] == [pytest.approx(metrics["best/val_acc"], abs=1e-6)]
     # no experiment summary: TensorBoard builds the table from all the runs' sessions (varying columns first)
     assert not experiment_summaries(out)
 

@@ -11,9 +11,13 @@ module decides what to log and when; :mod:`cnnrun.figures` draws the pictures. T
   step, accumulated and unscaled, before clipping);
 - ``test/confusion_matrix`` (figure), ``test/confusion_matrix_counts`` (the counts as a table) and
   ``test/misclassified`` (misclassified test samples with their true and predicted labels), after testing;
-- the model graph, traced with the first training sample (the first test sample in mode=test).
+- the model graph, traced with the first training sample (the first test sample in mode=test), its top-level nodes
+  the model's layers as its config names them (``conv[0]``, ``inception[3]``), so that TensorBoard's Graphs tab
+  opens on them.
 
 The periodic ones (filters, feature maps, histograms) are written at the end of every Nth epoch and of the last one.
+Like the scalars, they are written against the epoch, counted from 1; the test's pictures sit at the last epoch, where
+the test's scalars are.
 Nothing here changes training: the extra forward passes run in eval mode without gradients and draw no random
 numbers. With several processes (DDP) rank 0 writes everything; the confusion matrix sums every process's shard of
 the test split, the misclassified samples come from rank 0's shard.
@@ -134,6 +138,73 @@ def conv_stages(model: nn.Module) -> list[tuple[str, str, nn.Module]]:
     return [(view, *candidates[i]) for view, i in picks.items()]
 
 
+# -- the run's final numbers -------------------------------------------------------------------------------------
+# The final numbers (metrics.json's ``metrics``) that no curve holds, and their TensorBoard tags: beside their kin in
+# the val and train_eval groups, not in groups of single points that TensorBoard would sort ahead of the curves.
+FINAL_ONLY_TAGS = {"best/val_acc": "val/best_acc", "gap": "train_eval/gap"}
+
+
+def final_scalars(metrics: dict[str, float | None]) -> dict[str, float]:
+    """The scalars to log once, at the last epoch, after testing: the final numbers of ``metrics`` that no curve
+    holds, under :data:`FINAL_ONLY_TAGS`. Every other final number is the last point of a curve already logged
+    (``test/acc``, ``val/loss``, ...), which TensorBoard's HPARAMS tab reads as its metric column: no second copy."""
+    return {tag: float(metrics[key]) for key, tag in FINAL_ONLY_TAGS.items() if metrics.get(key) is not None}
+
+
+# -- the model graph ---------------------------------------------------------------------------------------------
+def layer_graph(net: nn.Module, example: torch.Tensor):
+    """The graph that ``SummaryWriter.add_graph`` writes for ``net`` traced with ``example`` (a GraphDef and its
+    step statistics), with the scopes that hold every node (the model and its layer list:
+    ``CnnModel/Sequential[layers]/``) taken off the node names and each layer's scope named as the model's config
+    and table name it (``Branches[2]`` -> ``inception[2]``). TensorBoard opens a graph collapsed to its top-level
+    scopes, which are then the layers, each expandable."""
+    from torch.utils.tensorboard._pytorch_graph import graph  # the tracer SummaryWriter.add_graph uses
+
+    graph_def, step_stats = graph(net, example)
+    io_names = {node.name for node in graph_def.node if node.op == "IO Node"}
+    shared = shared_scope([node.name for node in graph_def.node if node.name not in io_names])
+    container, layer_names = layer_scopes(net)
+    heads = layer_names if shared == container else {}
+
+    def renamed(name: str) -> str:  # inputs too: the tracer's references to parameters have no node of their own
+        return _renamed_head(name.removeprefix(shared), heads) if name.startswith(shared) else name
+
+    io_scopes = {name.split("/")[0] for name in io_names}
+    clash = any(renamed(node.name).split("/")[0] in io_scopes for node in graph_def.node if node.name not in io_names)
+    if not shared or clash:
+        return graph_def, step_stats  # a layer's nodes would join the inputs' or outputs' scope
+    for node in graph_def.node:
+        node.name = node.name if node.name in io_names else renamed(node.name)
+        node.input[:] = [renamed(name) for name in node.input]
+    return graph_def, step_stats
+
+
+def shared_scope(names: list[str]) -> str:
+    """The scope (``"a/b/"``) that holds every one of ``names`` (``"a/b/c/op"``), down to where they part."""
+    shared: list[str] = []
+    for level in zip(*(name.split("/")[:-1] for name in names)):
+        if len(set(level)) != 1:
+            break
+        shared.append(level[0])
+    return "".join(f"{scope}/" for scope in shared)
+
+
+def layer_scopes(net: nn.Module) -> tuple[str, dict[str, str]]:
+    """Where the tracer puts a built model's layers: the scope of its layer list (``CnnModel/Sequential[layers]/``)
+    and, for each layer, its scope there (``Branches[2]``, the module's class and index) -> its type in the model's
+    config with the index (``inception[2]``); ("", {}) for a model without layer records."""
+    layers, records = getattr(net, "layers", None), [r for r in getattr(net, "records", None) or [] if r.depth == 0]
+    if not isinstance(layers, nn.Sequential) or len(records) != len(layers):
+        return "", {}
+    names = {f"{type(layer).__name__}[{i}]": f"{rec.type}[{i}]" for i, (layer, rec) in enumerate(zip(layers, records))}
+    return f"{type(net).__name__}/{type(layers).__name__}[layers]/", names
+
+
+def _renamed_head(name: str, heads: dict[str, str]) -> str:
+    head, sep, rest = name.partition("/")
+    return heads.get(head, head) + sep + rest
+
+
 # -- the callback ------------------------------------------------------------------------------------------------
 class Dashboards(pl.Callback):
     """Writes the dashboards of ``plan`` to the trainer's TensorBoard logger (global rank 0 only)."""
@@ -206,7 +277,7 @@ class Dashboards(pl.Callback):
             writer = self._writer(trainer)
             for name, param in self._net(pl_module).named_parameters():
                 if param.grad is not None:
-                    add_histogram(writer, f"gradients/{name}", param.grad, trainer.global_step)
+                    add_histogram(writer, f"gradients/{name}", param.grad, epoch + 1)
 
     def on_train_epoch_end(self, trainer, pl_module):
         if not trainer.is_global_zero:
@@ -225,7 +296,7 @@ class Dashboards(pl.Callback):
         self._write_periodic(trainer, pl_module, late, self._epoch_done)
 
     def _write_periodic(self, trainer, pl_module, names: list[str], epoch: int) -> None:
-        writer, step, net = self._writer(trainer), trainer.global_step, self._net(pl_module)
+        writer, step, net = self._writer(trainer), epoch + 1, self._net(pl_module)
         if "filters" in names:
             with self._timed("filters"):
                 conv = next((m for m in net.modules() if isinstance(m, CONV_TYPES)), None)
@@ -285,7 +356,7 @@ class Dashboards(pl.Callback):
                 net.eval()
                 with torch.no_grad(), warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # the tracer's remarks about Python values in the graph
-                    self._writer(trainer).add_graph(net, example)
+                    self._writer(trainer)._get_file_writer().add_graph(layer_graph(net, example))
             except Exception as err:  # a model the tracer cannot follow: the run goes on without its graph
                 error = err
             finally:
@@ -362,7 +433,7 @@ class Dashboards(pl.Callback):
         if not trainer.is_global_zero:
             self._test = {}
             return
-        writer, step = self._writer(trainer), trainer.global_step
+        writer, step = self._writer(trainer), trainer.current_epoch  # the last epoch, as the test's scalars
         if self._matrix is not None:
             with self._timed("confusion_matrix"):
                 writer.add_image("test/confusion_matrix", figure_image(confusion_figure(self._matrix)), step)

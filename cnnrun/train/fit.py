@@ -13,7 +13,7 @@ from cnnrun.data import load_data
 from cnnrun.model import summarize
 from cnnrun.distributed import is_rank_zero
 from cnnrun.train.datamodule import InMemoryDataModule
-from cnnrun.train.dashboards import make_dashboards
+from cnnrun.train.dashboards import final_scalars, make_dashboards
 from cnnrun.train.interrupt import Interrupted, graceful_stop, resumable
 from cnnrun.train.module import Classifier
 from cnnrun.record import RunRecord
@@ -142,14 +142,14 @@ def _train_and_test(plain: dict[str, Any], module: Classifier, datamodule: InMem
     record.metrics = metrics
     record.epochs = len(module.history)
     record.history = module.history  # with the epochs before a resume (the checkpoint kept them)
-    final = {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items() if v is not None}
+    final = final_scalars(metrics)
     hparams = flat_hparams(plain)
     for logger in trainer.loggers:  # the hyperparameters with the run's final metrics (TensorBoard's HPARAMS tab)
         if logger is tb:
-            log_session(logger, hparams, final, run_dir)
+            log_session(logger, hparams, final, run_dir, step=trainer.current_epoch)
         else:
             logger.log_hyperparams(hparams)
-            logger.log_metrics(final, step=trainer.global_step)
+            logger.log_metrics(final, step=trainer.current_epoch)
         logger.finalize("success")
     if is_rank_zero() and not quiet_sweep_job():
         print(f"run folder: {run_dir}\n" + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items() if v is not None))

@@ -24,12 +24,13 @@ TRAIN = [*QUIET, "trainer.max_epochs=2", f"trainer.limit_train_batches={STEPS}"]
 
 
 def read_events(run_dir: Path) -> dict:
-    """Every image, histogram, text and graph in the run's event files (all steps kept)."""
+    """Every image, histogram, text, scalar ((step, value) pairs) and graph in the run's event files (all steps
+    kept)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    out = {"images": {}, "histograms": {}, "text": {}, "graph": None, "scalars": set()}
+    out = {"images": {}, "histograms": {}, "text": {}, "graph": None, "scalars": {}}
     for path in sorted((run_dir / "tensorboard").glob("events.out.tfevents.*")):
-        acc = EventAccumulator(str(path), size_guidance={"images": 0, "histograms": 0, "tensors": 0})
+        acc = EventAccumulator(str(path), size_guidance={"images": 0, "histograms": 0, "tensors": 0, "scalars": 0})
         acc.Reload()
         tags = acc.Tags()
         for tag in tags["images"]:
@@ -42,7 +43,8 @@ def read_events(run_dir: Path) -> dict:
                     e.tensor_proto.string_val[0].decode() for e in acc.Tensors(tag)]
         if tags["graph"]:
             out["graph"] = acc.Graph()
-        out["scalars"].update(tags["scalars"])
+        for tag in tags["scalars"]:
+            out["scalars"].setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
     return out
 
 
@@ -85,10 +87,10 @@ def test_every_dashboard_is_written(all_on):
     net, _ = trained_model(out, "last.ckpt")
     params = [name for name, _ in net.named_parameters()]
     for tag in ("filters/first_layer", "feature_maps/input", "feature_maps/shallow", "feature_maps/deep"):
-        assert len(ev["images"][tag]) == 2, tag  # every epoch of two
+        assert [e.step for e in ev["images"][tag]] == [1, 2], tag  # every epoch of two, counted as the scalars
     assert "feature_maps/middle" not in ev["images"]  # LeNet-5 has two convolution layers: shallow and deep
     for tag in ("test/confusion_matrix", "test/misclassified"):
-        assert len(ev["images"][tag]) == 1, tag
+        assert [e.step for e in ev["images"][tag]] == [step for step, _ in ev["scalars"]["test/acc"]], tag
     assert {f"weights/{p}" for p in params} | {f"gradients/{p}" for p in params} == set(ev["histograms"])
     ops = {node.op for node in ev["graph"].node}
     assert {"aten::_convolution", "aten::avg_pool2d", "aten::linear"} <= ops
@@ -97,13 +99,89 @@ def test_every_dashboard_is_written(all_on):
     assert "| deep | model.layers[3] (conv) -> (16, 10, 10) |" in layers
 
 
+def test_scalars_are_the_epoch_curves_and_the_final_numbers_beside_them(all_on):
+    """No chart for `epoch` and no single-point copies of the final metrics (hp/*): the curves against the epoch
+    from 1, the test and train_eval values at the last epoch, and beside them the two final numbers that no curve
+    holds: val/best_acc (the selected epoch's val/acc: here the highest) and train_eval/gap (train_eval/acc minus
+    it)."""
+    _, _, ev = all_on
+    scalars = ev["scalars"]
+    assert set(scalars) == {"train/loss", "train/acc", "train/lr", "val/loss", "val/acc", "test/loss", "test/acc",
+                            "train_eval/loss", "train_eval/acc", "val/best_acc", "train_eval/gap"}
+    for tag, points in scalars.items():
+        curve = tag.split("/")[0] in ("train", "val") and tag != "val/best_acc"
+        assert [step for step, _ in points] == ([1, 2] if curve else [2]), tag
+    best = max(value for _, value in scalars["val/acc"])
+    assert scalars["val/best_acc"][0][1] == pytest.approx(best, abs=1e-6)
+    assert scalars["train_eval/gap"][0][1] == pytest.approx(scalars["train_eval/acc"][0][1] - best, abs=1e-6)
+
+
+def test_the_hparams_tab_takes_its_metric_columns_from_the_curves(all_on):
+    """TensorBoard's HPARAMS tab (its own backend) has a metric column per scalar tag, and the run's value in each is
+    the last point of that tag."""
+    from tests.report.test_names import tensorboard_hparams_tab
+
+    out, _, ev = all_on
+    experiment, groups = tensorboard_hparams_tab(out)
+    assert {m.name.tag for m in experiment.metric_infos} == set(ev["scalars"])
+    (group,) = groups.session_groups
+    shown = {m.name.tag: m.value for m in group.metric_values}
+    assert shown == pytest.approx({tag: points[-1][1] for tag, points in ev["scalars"].items()}, abs=1e-6)
+
+
+def test_the_graph_opens_on_the_models_layers(all_on):
+    """The graph's top-level scopes, what TensorBoard's Graphs tab shows first, are the model's layers named as its
+    config and table name them (type[index]), beside the input and the output; each convolution sits in its layer,
+    and every operation's inputs are nodes of the graph."""
+    out, _, ev = all_on
+    _, config = trained_model(out, "last.ckpt")
+    types = [next(iter(layer)) if isinstance(layer, dict) else layer for layer in config["model"]["layers"]]
+    nodes = ev["graph"].node
+    assert {node.name.split("/")[0] for node in nodes} == {"input", "output"} | {
+        f"{kind}[{i}]" for i, kind in enumerate(types)}
+    convolutions = [node.name.split("/")[0] for node in nodes if node.op == "aten::_convolution"]
+    assert convolutions == [f"conv[{i}]" for i, kind in enumerate(types) if kind == "conv"]
+    names = {node.name for node in nodes}
+    assert all(name in names for node in nodes if node.op.startswith("aten::") for name in node.input)  # data flow
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:FutureWarning")  # the tracer TensorBoard's graphs use
+def test_a_block_is_one_layer_of_the_graph_with_its_branches_inside():
+    """An Inception block is one top-level scope with its four branches inside; the graph is the tracer's own
+    (torch.utils.tensorboard's, as SummaryWriter.add_graph writes it) with other names: the same operations, each
+    fed by the same operations."""
+    from torch.utils.tensorboard._pytorch_graph import graph as traced
+    from cnnrun import build_model
+
+    spec = {"name": "block", "layers": [
+        {"conv": {"out_channels": 8, "kernel_size": 3}}, "relu",
+        {"inception": {"ch1x1": 4, "ch3x3red": 4, "ch3x3": 4, "ch5x5red": 2, "ch5x5": 2, "pool_proj": 2}},
+        "global_avgpool", {"linear": {"out_features": 3}}]}
+    net = build_model(spec, (3, 12, 12), 3).eval()
+    with torch.no_grad():
+        graph, _ = D.layer_graph(net, torch.randn(1, 3, 12, 12))
+    names = [node.name for node in graph.node]
+    assert {name.split("/")[0] for name in names} == {"input", "output", "conv[0]", "relu[1]", "inception[2]",
+                                                      "global_avgpool[3]", "linear[4]"}
+    inside = {name.split("/")[1] for name in names if name.startswith("inception[2]/") and name.count("/") > 1}
+    assert inside == {f"Sequential[branch{k}]" for k in range(1, 5)}
+    with torch.no_grad():
+        original, _ = traced(net, torch.randn(1, 3, 12, 12))
+
+    def feeds(g):
+        ops = {node.name: node.op for node in g.node}
+        return [(node.op, [ops.get(name) for name in node.input]) for node in g.node]
+
+    assert feeds(graph) == feeds(original)
+    assert not [name for node in graph.node for name in [node.name, *node.input] if name.startswith("CnnModel")]
+
+
 def test_histograms_show_the_weights_at_epoch_end_and_the_last_steps_gradients(all_on):
     out, _, ev = all_on
     net, _ = trained_model(out, "last.ckpt")
     weight_steps = [e.step for e in ev["histograms"]["weights/layers.0.weight"]]
     grad_steps = [e.step for e in ev["histograms"]["gradients/layers.0.weight"]]
-    assert weight_steps == [STEPS, 2 * STEPS]
-    assert grad_steps == [STEPS - 1, 2 * STEPS - 1]  # the epoch's last batch, before its optimizer step
+    assert weight_steps == grad_steps == [1, 2]  # against the epoch, from 1, as the scalars
     for name, param in net.named_parameters():  # the last epoch's weights are the last checkpoint's
         h = ev["histograms"][f"weights/{name}"][-1].histogram_value
         assert h.num == param.numel()
@@ -196,12 +274,10 @@ def test_switches_turn_their_dashboard_off_and_training_is_unchanged(all_on, hal
 def test_the_other_switches_a_failing_graph_and_a_run_cut_short(tmp_path, monkeypatch):
     """Filters, histograms and misclassified off; a graph the tracer cannot make is a warning, not a crash; a run
     stopped by max_steps still shows its final feature maps (period 5, never due)."""
-    from torch.utils.tensorboard import SummaryWriter
-
-    def cannot_trace(self, *args, **kwargs):
+    def cannot_trace(*args, **kwargs):
         raise RuntimeError("the tracer cannot follow this model")
 
-    monkeypatch.setattr(SummaryWriter, "add_graph", cannot_trace)
+    monkeypatch.setattr(D, "layer_graph", cannot_trace)
     with pytest.warns(RuntimeWarning, match="model graph was not logged: RuntimeError: the tracer cannot follow"):
         run(compose([*TRAIN, "trainer.max_epochs=5", "trainer.max_steps=15", "logger.dashboards.filters=false",
                      "logger.dashboards.histograms=0", "logger.dashboards.misclassified=false"]), output_dir=tmp_path)
@@ -209,7 +285,7 @@ def test_the_other_switches_a_failing_graph_and_a_run_cut_short(tmp_path, monkey
     ev = read_events(tmp_path)
     assert set(ev["images"]) == {"feature_maps/input", "feature_maps/shallow", "feature_maps/deep",
                                  "test/confusion_matrix"}
-    assert [e.step for e in ev["images"]["feature_maps/deep"]] == [15]
+    assert [e.step for e in ev["images"]["feature_maps/deep"]] == [2]  # the 2nd epoch, stopped in it at step 15
     assert not ev["histograms"] and ev["graph"] is None
 
 

@@ -27,7 +27,7 @@ def test_csv_logger_writes_every_epoch_and_the_hyperparameters(tmp_path):
     rows = csv_rows(tmp_path)
     val = [float(r["val/acc"]) for r in rows if r.get("val/acc")]
     assert val == pytest.approx([h["val/acc"] for h in history(tmp_path)])
-    assert any(r.get("test/acc") for r in rows) and any(r.get("hp/test_acc") for r in rows)
+    assert any(r.get("test/acc") for r in rows) and any(r.get("train_eval/gap") for r in rows)
     hparams = yaml.safe_load((tmp_path / "csv" / "hparams.yaml").read_text())
     assert hparams == {"seed": 0}  # a Python-API run: its seed (and method); the rest is in config.yaml
     assert not (tmp_path / "tensorboard").exists()
