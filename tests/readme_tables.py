@@ -1,5 +1,5 @@
 """The README's generated tables (a development tool, not part of the package): each lives between a start and an
-end marker; ``tests/test_readme.py`` checks that they are current.
+end marker; ``tests/cli/test_readme.py`` checks that they are current.
 
     python -m tests.readme_tables           # print the tables
     python -m tests.readme_tables --write   # rewrite them in README.md

@@ -2,7 +2,7 @@
 parses, every checkpoint loads with ``weights_only=True``), and a write that fails (a full disk, a read-only folder)
 gives one error naming the path and leaves the previous file intact.
 
-The kill test runs a harness (this module run as a script, ``python -m tests.test_crash_safety``): it imports torch,
+The kill test runs a harness (this module run as a script, ``python -m tests.test_atomic``): it imports torch,
 Lightning and cnnrun once, then forks one real training process (``cnnrun.run``, checkpoints every epoch) per
 instant, all into the same run folder so that every kill can land on a file being replaced. A child reports when
 each ``torch.save`` starts and ends through a pipe; the parent kills it at a random instant of one of four phases,
@@ -191,7 +191,7 @@ def harness(work: Path, seed: int, kills: int) -> None:
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="the harness forks its training processes")
 def test_sigkill_at_random_instants_leaves_only_complete_files(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "tests.test_crash_safety", str(tmp_path), str(SEED), str(KILLS)],
+    proc = subprocess.run([sys.executable, "-m", "tests.test_atomic", str(tmp_path), str(SEED), str(KILLS)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     first, *kills = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]

@@ -12,7 +12,7 @@ from cnnrun.config import CONFIG_DIR, compose
 from cnnrun.errors import ConfigError
 from cnnrun.schema import SCHEMAS, Trainer
 from tests.conftest import run_cli
-from tests.test_cli_errors import one_error_line
+from tests.cli.test_errors import one_error_line
 
 GROUPS = ("data", "optim", "sched", "loss", "trainer", "callbacks", "logger")
 # What cnnrun sets itself from its own groups and the run folder (check_trainer_config refuses them in trainer/)

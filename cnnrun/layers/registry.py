@@ -25,7 +25,6 @@ Shape = tuple[int, ...]
 LAYERS = Registry("layer type", inputs=1, inputs_doc="the input shape")
 # a registered layer type: .build(in_shape, args), .arguments, .doc, .section, .widths, .repeats, .nested
 LayerType = Entry
-_REGISTRY = LAYERS  # the name tests/train/test_run.py still imports
 
 WIDTH_ARGUMENTS = ("out_channels", "out_features")
 

@@ -1,4 +1,4 @@
-"""The README's zoo table is generated from summarize() on the meta device (tests/test_readme.py): the meta device
+"""The README's zoo table is generated from summarize() on the meta device (tests/cli/test_readme.py): the meta device
 gives the same summary as real tensors."""
 import pytest
 import torch
