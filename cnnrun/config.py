@@ -53,7 +53,7 @@ def register_with_hydra() -> None:
     ``${cnnrun.folder_classes:root}``, ``${cnnrun.folder_channels:root}``: what an image folder holds (read once
     per config).
     """
-    from cnnrun.runfiles import register_name_resolvers
+    from cnnrun.names import register_name_resolvers
     from cnnrun.schema import register_schemas
 
     register_schemas()

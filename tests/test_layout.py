@@ -15,7 +15,7 @@ ELSEWHERE = {
     "errors.py": ["test_registry.py", "cli/test_errors.py"],
     "masking.py": ["scale/test_credentials.py"],
     "resume.py": ["cli/test_resume.py", "train/test_interrupt.py", "scale/test_sweep_resume.py"],
-    "runfiles.py": ["report/test_names.py", "test_record.py"],
+    "runfiles.py": ["test_names.py", "test_record.py"],
     "sweep.py": ["scale/test_launchers.py", "cli/test_cli.py"],
     "trials.py": ["scale/test_optuna_sweep.py", "scale/test_optuna_heartbeat.py"],
     "data/digits.py": ["data/test_data.py"],

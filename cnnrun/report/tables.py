@@ -13,7 +13,7 @@ from typing import Sequence
 from cnnrun.record import RunRecord
 from cnnrun.report.runs import Group, Job, compares_methods, identical_configs, method_descriptions, reference_of
 from cnnrun.report.stats import difference, mean_std, ranked
-from cnnrun.runfiles import short_floats, short_number
+from cnnrun.names import short_floats, short_number
 
 METRIC_COLUMNS = ("test/acc", "test/loss", "val/acc", "val/loss", "best/val_acc", "train/acc", "train/loss",
                   "train_eval/acc", "train_eval/loss", "gap")

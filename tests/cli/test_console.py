@@ -90,7 +90,7 @@ def test_each_job_logs_what_the_sweep_varies_as_hyperparameters(sweep):
 @pytest.fixture
 def job_of_a_sweep():
     """Hydra's config of a running sweep job (its hydra.verbose set by the test)."""
-    from tests.report.test_names import hydra_config
+    from tests.test_names import hydra_config
 
     cfg = hydra_config([])
     cfg.hydra.mode = RunMode.MULTIRUN

@@ -119,7 +119,7 @@ def test_scalars_are_the_epoch_curves_and_the_final_numbers_beside_them(all_on):
 def test_the_hparams_tab_takes_its_metric_columns_from_the_curves(all_on):
     """TensorBoard's HPARAMS tab (its own backend) has a metric column per scalar tag, and the run's value in each is
     the last point of that tag."""
-    from tests.report.test_names import tensorboard_hparams_tab
+    from tests.test_names import tensorboard_hparams_tab
 
     out, _, ev = all_on
     experiment, groups = tensorboard_hparams_tab(out)

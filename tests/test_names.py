@@ -1,4 +1,4 @@
-"""What a run is called (cnnrun/runfiles.py, conf/hydra/default.yaml): run and sweep-job folder names, and the
+"""What a run is called (cnnrun/names.py, conf/hydra/default.yaml): run and sweep-job folder names, and the
 run's hyperparameters and name in TensorBoard's HPARAMS tab, read back with TensorBoard's own reader."""
 import os
 import re
@@ -12,7 +12,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
 from cnnrun.config import CONFIG_DIR
-from cnnrun.runfiles import flat_hparams, log_session, register_name_resolvers, safe_name, session_name, swept_keys
+from cnnrun.names import register_name_resolvers, safe_name, session_name, swept_keys
+from cnnrun.runfiles import flat_hparams, log_session
 
 
 def hydra_config(overrides, *, sweep_dir=None, num=0):
