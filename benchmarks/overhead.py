@@ -18,6 +18,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -28,16 +29,17 @@ from cnnrun.data import load_data
 from cnnrun.data.loader import BatchTransform, InMemoryLoader
 
 
-def overrides(epochs: int, progress_bar: bool) -> list[str]:
-    # the plain loop neither augments nor smooths labels: nor does cnnrun here (its defaults for digits do both)
+def overrides(epochs: int, progress_bar: bool, workload: Sequence[str] = ()) -> list[str]:
+    """cnnrun's config for the comparison: ``workload`` (model and data overrides; the default run's when empty)
+    without what the plain loop does not do: the plain loop neither augments nor smooths labels."""
     return ["sched=none", "data.augment=null", "loss.label_smoothing=0", f"trainer.max_epochs={epochs}",
             f"trainer.threads={torch.get_num_threads()}",
-            f"callbacks.progress_bar.refresh_rate={1 if progress_bar else 0}"]
+            f"callbacks.progress_bar.refresh_rate={1 if progress_bar else 0}", *workload]
 
 
-def _setup(epochs: int, seed: int):
+def _setup(epochs: int, seed: int, workload: Sequence[str] = ()):
     """The model, optimizer and loaders both loops use (the loaders prepare batches as cnnrun's do)."""
-    cfg = to_plain(compose(overrides(epochs, False)))
+    cfg = to_plain(compose(overrides(epochs, False, workload)))
     torch.manual_seed(seed)
     splits = load_data(cfg["data"])
     model = build_model(cfg["model"], cfg["data"]["input_shape"], cfg["data"]["num_classes"])
@@ -51,8 +53,8 @@ def _setup(epochs: int, seed: int):
     return model, opt, epoch, train, val
 
 
-def plain_loop(epochs: int, seed: int = 0) -> float:
-    model, opt, epoch, train, val = _setup(epochs, seed)
+def plain_loop(epochs: int, seed: int = 0, workload: Sequence[str] = ()) -> float:
+    model, opt, epoch, train, val = _setup(epochs, seed, workload)
     start = time.perf_counter()
     for e in range(epochs):
         epoch["n"] = e
@@ -72,12 +74,12 @@ def plain_loop(epochs: int, seed: int = 0) -> float:
     return time.perf_counter() - start
 
 
-def bare_lightning(epochs: int, seed: int = 0) -> float:
+def bare_lightning(epochs: int, seed: int = 0, workload: Sequence[str] = ()) -> float:
     """The floor of any Lightning-based runner: the plain loop's step inside a LightningModule (manual
     optimisation, no callbacks, logger, checkpoints or metrics), run by pl.Trainer."""
     import pytorch_lightning as pl
 
-    model, opt, epoch, train, val = _setup(epochs, seed)
+    model, opt, epoch, train, val = _setup(epochs, seed, workload)
 
     class Bare(pl.LightningModule):
         def __init__(self):
@@ -109,9 +111,9 @@ def bare_lightning(epochs: int, seed: int = 0) -> float:
     return time.perf_counter() - start
 
 
-def cnnrun_fit(epochs: int, progress_bar: bool) -> float:
+def cnnrun_fit(epochs: int, progress_bar: bool, workload: Sequence[str] = ()) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        run(compose(overrides(epochs, progress_bar)), output_dir=tmp)
+        run(compose(overrides(epochs, progress_bar, workload)), output_dir=tmp)
         return json.loads((Path(tmp) / "metrics.json").read_text())["fit_s"]
 
 

@@ -42,6 +42,28 @@ def print_summary(summary: dict[str, Any]) -> None:
     console.print(render_summary(summary))
 
 
+def print_final(metrics: dict[str, float | None], run_dir: Path) -> None:
+    """The end of a run on the console: one table of its final metrics (4 significant digits), the run folder and
+    the command that opens its dashboards (not for the jobs of a sweep, which print one line each)."""
+    if not is_rank_zero() or quiet_sweep_job():
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    from cnnrun.names import short_number
+
+    table = Table(title="final metrics", title_justify="left", show_edge=False, pad_edge=False)
+    for name in metrics:
+        table.add_column(name, justify="right")
+    table.add_row(*[short_number(v) if v is not None else "-" for v in metrics.values()])
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    console.print(table)
+    console.print(f"run folder: {run_dir}\ndashboards: tensorboard --logdir {run_dir}", highlight=False,
+                  soft_wrap=True)
+
+
 def quiet_sweep_job() -> bool:
     """Whether this is a job of a sweep that prints nothing of its own: the sweep's report callback prints one line
     per job instead (:mod:`cnnrun.report.callback`). ``hydra.verbose`` (``hydra.verbose=cnnrun`` or ``true``) asks

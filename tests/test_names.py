@@ -176,3 +176,13 @@ def test_hparams_tab_puts_what_differs_first_and_names_runs_by_what_they_are(tmp
     assert names["1_optim.lr=0.01"].hparams["optim.lr"].number_value == 0.01
     metrics = {m.name.tag: m.value for m in names["1_optim.lr=0.01"].metric_values}
     assert metrics["hp/test_acc"] == pytest.approx(0.6)
+
+
+def test_a_run_ends_with_one_table_of_its_metrics_its_folder_and_the_dashboards_command(capsys, tmp_path):
+    from cnnrun.runfiles import print_final
+
+    print_final({"test/acc": 0.983333333, "gap": 0.0123456, "val/loss": None}, tmp_path / "run")
+    out = capsys.readouterr().out
+    assert "0.9833" in out and "0.01235" in out and "0.98333" not in out  # 4 significant digits
+    assert out.count("final metrics") == 1 and "test/acc" in out and "gap" in out
+    assert f"run folder: {tmp_path / 'run'}" in out and f"tensorboard --logdir {tmp_path / 'run'}" in out

@@ -11,13 +11,12 @@ import torch
 
 from cnnrun.data import load_data
 from cnnrun.model import summarize
-from cnnrun.distributed import is_rank_zero
 from cnnrun.train.datamodule import InMemoryDataModule
 from cnnrun.train.dashboards import final_scalars, make_dashboards
 from cnnrun.train.interrupt import Interrupted, graceful_stop, resumable
 from cnnrun.train.module import Classifier
 from cnnrun.record import RunRecord
-from cnnrun.runfiles import flat_hparams, log_session, print_summary, quiet_sweep_job, write_json
+from cnnrun.runfiles import flat_hparams, log_session, print_final, print_summary, write_json
 from cnnrun.train.trainer import make_trainer
 
 
@@ -121,7 +120,7 @@ def _train_and_test(plain: dict[str, Any], module: Classifier, datamodule: InMem
     from pytorch_lightning.callbacks import WeightAveraging
 
     trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, WeightAveraging)]
-    trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt, verbose=not quiet_sweep_job())
+    trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt, verbose=False)  # print_final shows them
 
     if getattr(module, "shards", None):
         record.distributed = module.shards
@@ -151,8 +150,7 @@ def _train_and_test(plain: dict[str, Any], module: Classifier, datamodule: InMem
             logger.log_hyperparams(hparams)
             logger.log_metrics(final, step=trainer.current_epoch)
         logger.finalize("success")
-    if is_rank_zero() and not quiet_sweep_job():
-        print(f"run folder: {run_dir}\n" + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items() if v is not None))
+    print_final(metrics, run_dir)
 
 
 def _record_selection(record: RunRecord, trainer) -> str | None:

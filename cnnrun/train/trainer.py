@@ -5,6 +5,8 @@ import functools
 import inspect
 import logging
 import math
+import statistics
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -279,16 +281,40 @@ def launcher_share(launcher: Mapping[str, Any] | None, cores: int) -> tuple[int,
     return 1, None
 
 
-def plan_threads(setting: int | str | None, cores: int, parallel: int, budget: int | None = None) -> int | None:
+def plan_threads(setting: int | str | None, cores: int, parallel: int, budget: int | None = None,
+                 busy: float = 0.0) -> int | None:
     """torch's intra-op threads for one job: an explicit count; for ``auto``, the launcher's CPU budget, else
-    cores / parallel jobs (at least 1) when jobs run in parallel; None leaves torch's default (one job at a time)."""
+    cores / parallel jobs (at least 1) when jobs run in parallel, else the cores that other processes leave free
+    (``busy``: how many they keep busy, :func:`busy_cpus`) when they are fewer than ``cores``; None leaves torch's
+    default (one job at a time on a quiet machine). ``cores`` are the CPUs this process may use (its affinity and
+    cgroup quota)."""
     if setting not in (None, "auto"):
         return int(setting)
     if budget:
         return int(budget)
     if parallel > 1:
         return max(1, cores // parallel)
+    free = int(cores - busy + 0.5)
+    if setting == "auto" and free < cores:  # torch's threads spin-wait for each other on shared cores
+        return max(1, free)
     return None
+
+
+def busy_cpus(samples: int = 5, interval_s: float = 0.01, loadavg: str = "/proc/loadavg") -> float:
+    """How many CPUs other processes keep busy now: the median of a few readings of the kernel's count of runnable
+    threads (the fourth field of /proc/loadavg, which counts the reading thread too) less this one; 0 where the
+    count cannot be read (not Linux). Instantaneous, unlike the load average, which still counts a run that ended
+    a minute ago."""
+    readings = []
+    for i in range(samples):
+        try:
+            running = int(Path(loadavg).read_text().split()[3].split("/")[0])
+        except (OSError, IndexError, ValueError):
+            return 0.0
+        readings.append(max(0, running - 1))
+        if i < samples - 1:
+            time.sleep(interval_s)
+    return float(statistics.median(readings))
 
 
 def plan_devices(devices: Any, accelerator: str, job_num: int | None, gpus: int) -> tuple[Any, str]:
@@ -317,16 +343,19 @@ def apply_job_resources(cfg: dict[str, Any]) -> dict[str, Any]:
             launcher, job_num = hc.launcher, int(hc.job.num)
     cores = joblib.cpu_count()
     parallel, budget = launcher_share(launcher, cores)
-    threads = plan_threads(trainer_cfg["threads"], cores, parallel, budget)
+    busy = busy_cpus() if trainer_cfg["threads"] == "auto" and parallel == 1 and not budget else 0.0
+    threads = plan_threads(trainer_cfg["threads"], cores, parallel, budget, busy)
     if threads is not None:
+        if busy:  # fewer threads than torch's default, never more
+            threads = min(threads, torch.get_num_threads())
         torch.set_num_threads(threads)
     distributed = str(trainer_cfg["strategy"]).startswith("ddp")  # devices are the job's own choice
     devices, accelerator = plan_devices(trainer_cfg["devices"], trainer_cfg["accelerator"],
                                         None if distributed else job_num,
                                         torch.cuda.device_count() if torch.cuda.is_available() else 0)
     trainer_cfg["devices"], trainer_cfg["accelerator"] = devices, accelerator
-    return {"threads": torch.get_num_threads(), "cores": cores, "parallel_jobs": parallel, "devices": devices,
-            "accelerator": accelerator}
+    return {"threads": torch.get_num_threads(), "cores": cores, "busy_cpus": busy, "parallel_jobs": parallel,
+            "devices": devices, "accelerator": accelerator}
 
 
 def quiet_lightning() -> None:

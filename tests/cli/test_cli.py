@@ -27,6 +27,10 @@ def test_default_run_writes_a_complete_folder(tmp_path):
     assert record["status"] == "completed"
     assert record["overrides"] == ["trainer.max_epochs=1", "optim.lr=0.05"]
     assert "test/acc" in proc.stdout and "61,706" in proc.stdout  # the summary table and the test metrics
+    # the end: one table of the final metrics (not Lightning's test table as well), the folder, the dashboards
+    assert "Test metric" not in proc.stdout and proc.stdout.count("final metrics") == 1
+    assert f"{record['metrics']['test/acc']:.4g}" in proc.stdout
+    assert f"tensorboard --logdir {run_dir.relative_to(tmp_path)}" in proc.stdout
 
 
 def test_summary_mode_prints_the_table_without_training(tmp_path):
