@@ -1,5 +1,6 @@
 """The command line, in subprocesses with temporary output folders (as users run it)."""
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -30,7 +31,8 @@ def test_default_run_writes_a_complete_folder(tmp_path):
     # the end: one table of the final metrics (not Lightning's test table as well), the folder, the dashboards
     assert "Test metric" not in proc.stdout and proc.stdout.count("final metrics") == 1
     assert f"{record['metrics']['test/acc']:.4g}" in proc.stdout
-    assert f"tensorboard --logdir {run_dir.relative_to(tmp_path)}" in proc.stdout
+    assert re.search(rf"run folder: \S*{re.escape(str(run_dir.relative_to(tmp_path)))}\n", proc.stdout)
+    assert re.search(rf"tensorboard --logdir \S*{re.escape(str(run_dir.relative_to(tmp_path)))}\n", proc.stdout)
 
 
 def test_summary_mode_prints_the_table_without_training(tmp_path):
