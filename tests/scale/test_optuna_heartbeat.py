@@ -216,7 +216,10 @@ def test_a_preempted_job_is_requeued_and_resumes_and_its_trial_completes(tmp_pat
     assert (job / "preempted").exists() and "Requeued job" in logs  # preempted, and requeued by submitit's hook
     record = json.loads((job / "metrics.json").read_text())
     assert record["status"] == "completed" and [h["epoch"] for h in record["history"]] == [0, 1, 2]
-    assert [r["after_epoch"] for r in record["resumed"]] == [1]  # from last.ckpt, in its own folder
+    # resumed once, from last.ckpt in its own folder, before the run had finished: the signal is sent once epoch 1's
+    # checkpoint exists and handled at the training loop's next Python step, which may come after epoch 2 ended
+    (resumed,) = record["resumed"]
+    assert resumed["after_epoch"] in (1, 2)
     study = optuna.load_study(study_name="preempted", storage=f"sqlite:///{tmp_path / 'db' / 'optuna.db'}")
     (trial,) = study.trials
     assert trial.state.name == "COMPLETE" and sorted(trial.intermediate_values) == [0, 1, 2]
