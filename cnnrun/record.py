@@ -116,3 +116,18 @@ class RunRecord:
 FIELDS = {f.name for f in dataclasses.fields(RunRecord)} - {"extra"}
 CORE = ("status", "error", "metrics", "params", "duration_s", "overrides", "seed", "mode", "run_dir", "started_at",
         "host", "launch", "method")
+
+
+def started_with(run_dir: Path, record: RunRecord) -> list[str]:
+    """The command-line overrides a run was started with: its record's, else Hydra's ``.hydra/overrides.yaml`` (a
+    job killed before it wrote ``metrics.json``); none when neither can be read."""
+    if record.overrides:
+        return list(record.overrides)
+    import yaml
+
+    path = Path(run_dir) / ".hydra" / "overrides.yaml"
+    try:
+        loaded = yaml.safe_load(path.read_text()) if path.is_file() else None
+    except (OSError, yaml.YAMLError):
+        loaded = None
+    return [str(o) for o in loaded] if isinstance(loaded, list) else []

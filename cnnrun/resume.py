@@ -141,18 +141,6 @@ def clear_attempt(run_dir: Path) -> None:
             shutil.rmtree(run_dir / name)
 
 
-def original_overrides(run_dir: Path, previous: RunRecord) -> list[str]:
-    """The command-line overrides the run was started with (its record's, else Hydra's ``.hydra/overrides.yaml``)."""
-    if previous.overrides:
-        return list(previous.overrides)
-    path = run_dir / ".hydra" / "overrides.yaml"
-    try:
-        loaded = yaml.safe_load(path.read_text()) if path.is_file() else None
-    except (OSError, yaml.YAMLError):
-        loaded = None
-    return [str(o) for o in loaded] if isinstance(loaded, list) else []
-
-
 def checkpoint_epochs(path: Path) -> int:
     """The epochs a Lightning checkpoint has finished."""
     import torch

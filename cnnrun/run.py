@@ -17,8 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 from cnnrun.atomic import check_writable, unwritable_cause
 from cnnrun.config import check_root, command_line, import_user_modules, run_dir_and_overrides, to_plain
 from cnnrun.errors import ConfigError, Diverged
-from cnnrun.record import RunRecord
-from cnnrun.resume import (LAST_CHECKPOINT, Continuation, clear_attempt, continue_job, continue_run, original_overrides,
+from cnnrun.record import RunRecord, started_with
+from cnnrun.resume import (LAST_CHECKPOINT, Continuation, clear_attempt, continue_job, continue_run,
                            resume_command, resume_folder)
 from cnnrun.runfiles import print_summary, write_config, write_json
 from cnnrun.sweep import current_launch
@@ -208,7 +208,7 @@ def _continue_record(record: RunRecord, continuation: Continuation, run_dir: Pat
     from cnnrun.generalization import method_name
 
     previous = continuation.previous
-    record.overrides = original_overrides(run_dir, previous)
+    record.overrides = started_with(run_dir, previous)
     record.method = method_name(continuation.config)
     record.resumed = [*(previous.resumed or []), {
         "after_epoch": continuation.epochs_done, "at": record.started_at,

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from cnnrun.generalization import effective_config
-from cnnrun.record import RECORD_FILE, RunRecord
+from cnnrun.record import RECORD_FILE, RunRecord, started_with
 
 AS_CONFIGURED = "as configured"  # the label of the configuration whose jobs share every override but the seed
 
@@ -94,15 +94,10 @@ def _by_number(name: str) -> tuple[int, int, str]:
     return (0, int(number.group()), name) if number else (1, 0, name)
 
 
-def _read_overrides(job_dir: Path) -> list[str]:
-    path = job_dir / ".hydra" / "overrides.yaml"
-    return [str(o) for o in OmegaConf.load(path)] if path.exists() else []
-
-
 def read_job(job_dir: Path) -> Job:
     """The job in ``job_dir``, labelled by its method and all its overrides but the seed."""
     record = RunRecord.read(job_dir)  # unfinished (no metrics.json) or unreadable ones included
-    overrides = record.overrides or _read_overrides(job_dir)
+    overrides = started_with(job_dir, record)
     others = [o for o in overrides if not _is_seed(o) and not _is_method(o)]
     seed = record.seed
     if seed is None:
