@@ -41,6 +41,17 @@ def positive_float(name: str, value: Any, allow_zero: bool = False) -> float:
     return float(value)
 
 
+def fraction(key: str, value: Any, *, allow_zero: bool, upper_open: bool = False) -> float:
+    """A number in [0, 1] or (0, 1], or [0, 1) / (0, 1) with ``upper_open``."""
+    lo = "[0" if allow_zero else "(0"
+    hi = "1)" if upper_open else "1]"
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and (value >= 0 if allow_zero else value > 0) and (value < 1 if upper_open else value <= 1)
+    if not ok:
+        raise ConfigError(key, f"must be a fraction in {lo}, {hi}, got {value!r}")
+    return float(value)
+
+
 def boolean(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(name, f"must be true or false, got {value!r}")

@@ -26,36 +26,55 @@ from cnnrun.train.interrupt import Interrupted
 from cnnrun.train.pruning import Pruned
 
 
-def check_config(plain: dict[str, Any]):
-    """Everything that can be checked before data are loaded; returns the model built from the config."""
-    from cnnrun.data import check_data_config
-    from cnnrun.model import build_model
-    from cnnrun.train.optim import check_schedule, make_optimizer
-
-    check_root(plain)
-    import_user_modules(plain["imports"])
-    check_data_config(plain["data"])
-    if plain["mode"] == "test":
-        adopt_checkpoint_model(plain)
-    model = build_model(plain["model"], plain["data"]["input_shape"], plain["data"]["num_classes"])
-    if plain["mode"] == "summary":
-        return model
-    import torch
-
-    make_optimizer([torch.nn.Parameter(torch.zeros(1))], plain["optim"])
-    from cnnrun.train.objectives import check_loss_config, check_regularization_config
-
-    check_loss_config(plain["loss"])
-    check_regularization_config(plain["regularization"])
-    check_schedule(plain["sched"])
-    from cnnrun.train.dashboards import dashboard_plan
+def check_before_imports(plain: dict[str, Any]) -> None:
+    """The checks that need neither torch nor Lightning, run first so that a wrong value is reported within a second
+    of the command: the root keys, the data settings every source shares, the optimizer's and schedule's names and
+    the learning rate, the loss's name, regularization, the Trainer, callbacks and logger settings. The values that
+    builders check (a layer's, a source's, a schedule's, a loss's, an augmentation's) come with
+    :func:`check_with_torch`."""
+    from cnnrun.data import check_shared_data_values
+    from cnnrun.train.dashboard_plan import dashboard_plan
+    from cnnrun.train.objectives import check_loss_name, check_regularization_config
+    from cnnrun.train.optim import check_optim_names
     from cnnrun.train.trainer import check_callbacks_config, check_logger_config, check_trainer_config
 
+    check_root(plain)
+    import_user_modules(plain["imports"])  # they may register layer types, sources, optimizers, objectives
+    check_shared_data_values(plain["data"])
+    check_optim_names(plain["optim"], plain["sched"])
+    check_loss_name(plain["loss"])
+    check_regularization_config(plain["regularization"])
     check_trainer_config(plain["trainer"])
     check_callbacks_config(plain["callbacks"])
     dashboard_plan(plain["logger"])
     check_logger_config(plain["logger"])
-    return model
+
+
+def check_with_torch(plain: dict[str, Any]) -> None:
+    """The checks that need torch but not Lightning, run before Lightning is imported (seconds): the data source's
+    own settings, the input shape and the augmentation; the model's layers and shapes, by building it on the meta
+    device (no memory, no random numbers drawn); the objective's, optimizer's and schedule's values."""
+    import torch
+
+    from cnnrun.data import check_data_config
+    from cnnrun.model import build_model
+    from cnnrun.train.objectives import check_loss_config
+    from cnnrun.train.optim import check_schedule, make_optimizer
+
+    check_data_config(plain["data"])
+    with torch.device("meta"):
+        build_model(plain["model"], plain["data"]["input_shape"], plain["data"]["num_classes"])
+    check_loss_config(plain["loss"])
+    # last: building a torch optimizer imports torch._dynamo (about 2 s; Lightning would import it next anyway)
+    make_optimizer([torch.nn.Parameter(torch.zeros(1))], plain["optim"])
+    check_schedule(plain["sched"])
+
+
+def build_checked_model(plain: dict[str, Any]):
+    """The model of a config that passed the checks, built on the CPU with the run's random numbers."""
+    from cnnrun.model import build_model
+
+    return build_model(plain["model"], plain["data"]["input_shape"], plain["data"]["num_classes"])
 
 
 def adopt_checkpoint_model(plain: dict[str, Any]) -> None:
@@ -127,19 +146,23 @@ def run(cfg: DictConfig | dict, output_dir: str | os.PathLike | None = None) -> 
             from cnnrun.report.gallery import gallery
 
             return gallery(plain, run_dir, record, get_layer_type)
-        if plain.get("mode") == "summary":
+        check_before_imports(plain)
+        if plain["mode"] == "test":
+            adopt_checkpoint_model(plain)
+        check_with_torch(plain)  # a wrong layer is reported now, not after Lightning's import (seconds)
+        if plain["mode"] == "summary":
             import torch
 
             if isinstance(plain.get("seed"), int):
                 torch.manual_seed(plain["seed"])
-            model = check_config(plain)
+            model = build_checked_model(plain)
             return _summary_only(plain, model, run_dir, record)
         import pytorch_lightning as pl
 
         from cnnrun.train.module import run_seed
 
         pl.seed_everything(run_seed(plain), workers=True, verbose=False)
-        model = check_config(plain)
+        model = build_checked_model(plain)
         record.params = sum(p.numel() for p in model.parameters())
         from cnnrun.train.trainer import apply_job_resources
 

@@ -33,6 +33,7 @@ ELSEWHERE = {
     "model/torchvision_weights.py": ["zoo/test_torchvision.py"],
     "model/zoo.py": ["zoo/test_models.py", "zoo/test_zoo_table.py"],
     "report/callback.py": ["report/test_report.py", "cli/test_console.py"],
+    "train/dashboard_plan.py": ["train/test_dashboards.py"],  # the settings' checks, next to the dashboards
     "train/datamodule.py": ["data/test_balance.py", "test_run.py"],
     "train/fit.py": ["test_run.py", "train/test_selection.py"],
     "train/module.py": ["test_run.py", "train/test_regularization.py"],

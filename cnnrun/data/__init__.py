@@ -9,14 +9,16 @@ loaded.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-
-from cnnrun.data.splits import Splits, fraction, long_tail_subset, stratified_split
+from cnnrun.checks import fraction
 from cnnrun.errors import ConfigError, did_you_mean
 from cnnrun.registry import Registry
+
+if TYPE_CHECKING:  # numpy and torch load with the data: the config checks run before torch is imported
+    import numpy as np
+
+    from cnnrun.data.splits import Splits
 
 SOURCES = Registry("data set", inputs=1, inputs_doc="the data config")
 BALANCE = ("none", "sampler", "loss_weights")
@@ -89,6 +91,14 @@ def check_data_config(cfg: dict[str, Any]) -> None:
             or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)):
         raise ConfigError("data.input_shape", f"must be [channels, *spatial] with 1 to 3 spatial sizes, all "
                                               f"positive integers, got {shape!r}")
+    check_shared_data_values(cfg)
+    build_augment(cfg["augment"], shape)
+
+
+def check_shared_data_values(cfg: dict[str, Any]) -> None:
+    """The source's name and the settings every source shares whatever it loads (classes, batch size, fractions,
+    imbalance, balance, split seed): checked before torch is imported (the sources' own checks import it)."""
+    SOURCES.get(cfg["name"], path="data.name")
     for key, minimum in (("num_classes", 2), ("batch_size", 1)):
         value = cfg[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
@@ -108,7 +118,6 @@ def check_data_config(cfg: dict[str, Any]) -> None:
     split_seed = cfg["split_seed"]
     if isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0:
         raise ConfigError("data.split_seed", f"must be a non-negative integer, got {split_seed!r}")
-    build_augment(cfg["augment"], shape)
 
 
 def _as_dict(loaded: Any) -> dict[str, Any]:
@@ -120,6 +129,8 @@ def _as_dict(loaded: Any) -> dict[str, Any]:
 
 def _take(x: Any, index: np.ndarray) -> Any:
     """Rows ``index`` of a tensor, or a subset of a dataset of files."""
+    import torch
+
     if isinstance(x, torch.Tensor):
         return x[torch.from_numpy(index)]
     return x.subset(index)
@@ -133,6 +144,11 @@ def load_data(cfg: dict[str, Any]) -> Splits:
     stratified ``train_fraction``, and ``imbalance`` > 1 makes it long-tailed (validation and test stay as they
     are). Everything is fixed by ``split_seed``.
     """
+    import numpy as np
+    import torch
+
+    from cnnrun.data.splits import Splits, long_tail_subset, stratified_split
+
     check_data_config(cfg)
     data = _as_dict(SOURCES.get(cfg["name"]).builder(cfg))
     expected = tuple(cfg["input_shape"])
@@ -173,4 +189,14 @@ def load_data(cfg: dict[str, Any]) -> Splits:
     return splits
 
 
-__all__ = ["Splits", "load_data", "check_data_config", "SOURCES", "stratified_split"]
+def __getattr__(name: str) -> Any:
+    """``Splits`` and ``stratified_split`` from :mod:`cnnrun.data.splits`, imported on first use (with numpy and
+    torch)."""
+    if name in ("Splits", "stratified_split"):
+        from cnnrun.data import splits
+
+        return getattr(splits, name)
+    raise AttributeError(f"module 'cnnrun.data' has no attribute '{name}'")
+
+
+__all__ = ["Splits", "load_data", "check_data_config", "check_shared_data_values", "SOURCES", "stratified_split"]

@@ -95,16 +95,6 @@ def channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple[list[float], list
     return mean.tolist(), std.tolist()
 
 
-def fraction(key: str, value, *, allow_zero: bool, upper_open: bool = False) -> float:
-    lo = "[0" if allow_zero else "(0"
-    hi = "1)" if upper_open else "1]"
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    ok = ok and (value >= 0 if allow_zero else value > 0) and (value < 1 if upper_open else value <= 1)
-    if not ok:
-        raise ConfigError(key, f"must be a fraction in {lo}, {hi}, got {value!r}")
-    return float(value)
-
-
 def stratified_split(labels: np.ndarray, test_fraction: float, val_fraction: float, train_fraction: float,
                      seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Disjoint, stratified index sets (train, val, test) fixed by ``seed``.

@@ -12,17 +12,17 @@ builder in :data:`LOSSES` (its keyword arguments are the ``loss`` config's setti
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING, Any, Callable
 
 from cnnrun.errors import ConfigError, check_keys
 from cnnrun.registry import Registry
 
+if TYPE_CHECKING:  # torch loads when an objective is built: the config checks run before it is imported
+    import torch
+
 # name -> builder(**settings) -> loss(logits, y, weight=None); the builder checks its settings' values
 LOSSES = Registry("objective")
-Objective = Callable[..., torch.Tensor]
+Objective = Callable[..., "torch.Tensor"]
 REGULARIZATION_KEYS = {"l1", "mixup_alpha", "cutmix_alpha", "ema_decay"}
 
 
@@ -48,6 +48,8 @@ def _number(v) -> bool:
 
 def soft_targets(y: torch.Tensor, num_classes: int, smoothing: float = 0.0) -> torch.Tensor:
     """Integer labels -> (N, K) probability targets; soft targets pass through. Smoothing mixes in 1/K."""
+    import torch.nn.functional as F
+
     t = F.one_hot(y, num_classes).float() if y.dim() == 1 else y.float()
     if smoothing > 0:
         t = t * (1 - smoothing) + smoothing / num_classes
@@ -60,10 +62,21 @@ def make_objective(cfg: dict[str, Any]) -> Objective:
     The ``loss`` keys are those of any registered objective, so that a config can switch ``loss.name`` and keep the
     other objectives' settings (focal's ``gamma``): the chosen objective takes the ones it has arguments for.
     """
+    entry, settings = _objective(cfg)
+    return entry.build(entry.split(settings)[0], path="loss", node=True)
+
+
+def check_loss_name(cfg: dict[str, Any]) -> None:
+    """The objective's name and the names of the ``loss`` settings (their values are checked when it is built)."""
+    _objective(cfg)
+
+
+def _objective(cfg: dict[str, Any]):
+    """The registry entry of the objective ``cfg`` names, and the settings (their names checked)."""
     entry = LOSSES.get(cfg["name"], path="loss.name")
     settings = {k: v for k, v in cfg.items() if k != "name"}
     check_keys(settings, {"name", *(a for name in LOSSES for a in LOSSES.get(name).arguments)}, "loss")
-    return entry.build(entry.split(settings)[0], path="loss", node=True)
+    return entry, settings
 
 
 def _smoothing(value: Any) -> float:
@@ -76,6 +89,8 @@ def _smoothing(value: Any) -> float:
 def cross_entropy(*, label_smoothing: float = 0.0) -> Objective:
     """-sum_k t_k log p_k, torch's own implementation: class weights and label smoothing exactly as users know
     them."""
+    import torch.nn.functional as F
+
     smoothing = _smoothing(label_smoothing)
 
     def loss(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -89,6 +104,8 @@ def on_probabilities(per_class: Callable[[torch.Tensor, torch.Tensor, torch.Tens
     """The objective ``sum_k per_class(p, log p, t)_k`` on the softmax probabilities ``p`` and the (smoothed)
     targets ``t``, averaged over the batch; with class weights, each sample weighs its (soft) class's weight,
     normalised as cross-entropy does."""
+    import torch.nn.functional as F
+
     smoothing = _smoothing(label_smoothing)
 
     def loss(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -130,6 +147,8 @@ def l1_penalty(module: torch.nn.Module) -> torch.Tensor:
     left out, and so are frozen kernels (``fixed_conv``): they are not learned, so their sum would only add a
     constant to the loss.
     """
+    import torch
+
     terms = [m.weight.abs().sum() for m in module.modules()
              if isinstance(getattr(m, "weight", None), torch.nn.Parameter) and m.weight.dim() > 1
              and m.weight.requires_grad]
@@ -143,6 +162,8 @@ def mix_batch(x: torch.Tensor, y: torch.Tensor, num_classes: int, mixup_alpha: f
     When both are on, each batch uses one of them with equal probability (as timm does). CutMix cuts a box from
     the spatial dimensions of any rank (1D, 2D or 3D inputs) and sets lambda to the exact kept fraction.
     """
+    import torch
+
     use_cutmix = cutmix_alpha > 0 and (mixup_alpha <= 0 or torch.rand(()).item() < 0.5)
     alpha = cutmix_alpha if use_cutmix else mixup_alpha
     lam = float(torch.distributions.Beta(alpha, alpha).sample())

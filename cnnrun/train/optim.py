@@ -7,28 +7,42 @@ returns Lightning's ``lr_scheduler`` dict (or None). Users register more of eith
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
-
-import torch
+from typing import TYPE_CHECKING, Any, Iterable
 
 from cnnrun.errors import ConfigError
 from cnnrun.registry import Registry
 
+if TYPE_CHECKING:  # torch loads when an optimizer or a schedule is built: the config checks run before it is imported
+    import torch
+
 OPTIMIZERS = Registry("optimizer", inputs=1, inputs_doc="the parameters to optimise")
-for _name, _cls in (("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW),
-                    ("rmsprop", torch.optim.RMSprop)):
-    OPTIMIZERS.register(_name, _cls)
+for _name, _cls in (("sgd", "SGD"), ("adam", "Adam"), ("adamw", "AdamW"), ("rmsprop", "RMSprop")):
+    OPTIMIZERS.register(_name, f"torch.optim.{_cls}")  # by import path: imported on first use
 
 SCHEDULES = Registry("schedule", inputs=3, inputs_doc="the optimizer, the fit's optimizer steps and its epochs")
 
 
-def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: dict[str, Any]) -> torch.optim.Optimizer:
-    """Build the optimizer named by ``cfg['name']`` with the remaining keys as arguments (checked)."""
+def check_optim_names(optim_cfg: dict[str, Any], sched_cfg: dict[str, Any]) -> None:
+    """What can be checked without importing torch: the optimizer's name and learning rate, the schedule's name and
+    the names of its settings (their values are checked when it is built, :func:`check_schedule`)."""
+    _optimizer(optim_cfg)
+    entry = SCHEDULES.get(sched_cfg["name"], path="sched.name")
+    entry.check_arguments({k: v for k, v in sched_cfg.items() if k != "name"}, path="sched", node=True)
+
+
+def _optimizer(cfg: dict[str, Any]):
+    """The registry entry of the optimizer ``cfg`` names, after checking its learning rate."""
     entry = OPTIMIZERS.get(cfg["name"], path="optim.name")
-    kwargs = {k: v for k, v in cfg.items() if k != "name"}
-    lr = kwargs.get("lr")
+    lr = cfg.get("lr")
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr):
         raise ConfigError("optim.lr", f"must be a positive number, got {lr!r}")
+    return entry
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    """Build the optimizer named by ``cfg['name']`` with the remaining keys as arguments (checked)."""
+    entry = _optimizer(cfg)
+    kwargs = {k: v for k, v in cfg.items() if k != "name"}
     entry.check_arguments(kwargs, path="optim", node=True)
     if isinstance(kwargs.get("betas"), list):
         kwargs["betas"] = tuple(kwargs["betas"])
@@ -55,6 +69,8 @@ def make_schedule(optimizer: torch.optim.Optimizer, cfg: dict[str, Any], total_s
 def check_schedule(cfg: dict[str, Any]) -> None:
     """Check the ``sched`` config before training: its name, settings and values (it builds for a throwaway
     optimizer)."""
+    import torch
+
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0, momentum=0.9)
     make_schedule(optimizer, cfg, total_steps=100, max_epochs=10)
 
@@ -77,7 +93,9 @@ def step_decay(optimizer, total_steps: int, max_epochs: int, *, step_size: int =
     """The learning rate times gamma every step_size epochs."""
     if _non_negative("step_size", step_size) < 1:
         raise ConfigError("step_size", "must be >= 1")
-    sched = torch.optim.lr_scheduler.StepLR(optimizer, step_size=int(step_size), gamma=_non_negative("gamma", gamma))
+    from torch.optim.lr_scheduler import StepLR
+
+    sched = StepLR(optimizer, step_size=int(step_size), gamma=_non_negative("gamma", gamma))
     return {"scheduler": sched, "interval": "epoch"}
 
 
@@ -89,8 +107,10 @@ def one_cycle(optimizer, total_steps: int, max_epochs: int, *, max_lr_ratio: flo
         raise ConfigError("cycle_momentum", f"must be true or false, got {cycle_momentum!r}")
     ratio, pct_start = _non_negative("max_lr_ratio", max_lr_ratio), _non_negative("pct_start", pct_start)
     base = [g["lr"] for g in optimizer.param_groups]
-    sched = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[b * ratio for b in base], total_steps=total_steps,
-                                                pct_start=pct_start, cycle_momentum=cycle_momentum)
+    from torch.optim.lr_scheduler import OneCycleLR
+
+    sched = OneCycleLR(optimizer, max_lr=[b * ratio for b in base], total_steps=total_steps, pct_start=pct_start,
+                       cycle_momentum=cycle_momentum)
     return {"scheduler": sched, "interval": "step"}
 
 
@@ -113,4 +133,6 @@ def warmup_cosine(optimizer, total_steps: int, max_epochs: int, *, warmup_epochs
         progress = min((step - warmup) / max(total_steps - warmup, 1), 1.0)
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
-    return {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, factor), "interval": "step"}
+    from torch.optim.lr_scheduler import LambdaLR
+
+    return {"scheduler": LambdaLR(optimizer, factor), "interval": "step"}

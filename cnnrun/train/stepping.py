@@ -31,23 +31,10 @@ from typing import Any, Callable
 import pytorch_lightning as pl
 import torch
 
-from cnnrun.errors import ConfigError
 
 # Trainer settings the Stepper applies (Lightning refuses them with manual optimisation, so they are not passed on).
 STEP_KEYS = ("gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches")
 HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step", "on_before_zero_grad")
-
-
-def check_step_config(trainer_cfg: dict[str, Any]) -> None:
-    clip = trainer_cfg["gradient_clip_val"]
-    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or clip < 0):
-        raise ConfigError("trainer.gradient_clip_val", f"must be null or a non-negative number, got {clip!r}")
-    algorithm = trainer_cfg["gradient_clip_algorithm"]
-    if algorithm not in ("norm", "value"):
-        raise ConfigError("trainer.gradient_clip_algorithm", f"must be norm or value, got {algorithm!r}")
-    n = trainer_cfg["accumulate_grad_batches"]
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ConfigError("trainer.accumulate_grad_batches", f"must be a positive integer, got {n!r}")
 
 
 def stepping_batches(trainer: pl.Trainer, accumulate: int) -> int:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
 import math
 import statistics
@@ -15,6 +14,8 @@ from cnnrun.errors import ConfigError, did_you_mean
 
 # Keys of the trainer group that cnnrun resolves itself (not passed to pytorch_lightning.Trainer).
 OWN_KEYS = ("threads", "channels_last", "compile")
+# Lightning's Trainer arguments that cnnrun sets itself (from the callbacks/ and logger/ groups, the run folder)
+SET_BY_CNNRUN = ("callbacks", "logger", "default_root_dir", "enable_checkpointing")
 COMPILE_KEYS = ("fullgraph", "dynamic", "backend", "mode", "options", "disable")
 # What the best checkpoint and early stopping may monitor: validation metrics, measured on data the model does not
 # train on (train/* would select the most overfitted epoch).
@@ -22,14 +23,22 @@ MONITORS = ("val/acc", "val/loss")
 
 
 def check_trainer_config(trainer_cfg: dict[str, Any]) -> None:
-    """Unknown Trainer arguments, non-positive epoch counts and bad thread counts are config errors."""
-    import pytorch_lightning as pl
+    """Unknown Trainer arguments, non-positive epoch counts and bad thread counts are config errors (checked without
+    importing Lightning: the trainer schema lists its arguments, and tests/test_schema.py holds the list to
+    Lightning's)."""
+    import dataclasses
 
-    accepted = [p for p in inspect.signature(pl.Trainer.__init__).parameters if p != "self"]
+    from cnnrun.schema import Trainer
+
+    for key in SET_BY_CNNRUN:
+        if key in trainer_cfg:
+            raise ConfigError(f"trainer.{key}", "is set by cnnrun from the callbacks/ and logger/ groups and the "
+                                                "run folder; configure it there")
+    accepted = [f.name for f in dataclasses.fields(Trainer)]
     for key in trainer_cfg:
-        if key not in accepted and key not in OWN_KEYS:
+        if key not in accepted:
             raise ConfigError(f"trainer.{key}", f"is not an argument of pytorch_lightning.Trainer"
-                                                f"{did_you_mean(key, [*accepted, *OWN_KEYS])}")
+                                                f"{did_you_mean(key, accepted)}")
     threads = trainer_cfg["threads"]
     if not (threads is None or threads == "auto" or (isinstance(threads, int) and not isinstance(threads, bool)
                                                      and threads >= 1)):
@@ -47,16 +56,23 @@ def check_trainer_config(trainer_cfg: dict[str, Any]) -> None:
         raise ConfigError("trainer.compile", f"must be true, false or a mapping of torch.compile arguments, got "
                                              f"{compile_cfg!r}")
     check_strategy(trainer_cfg["strategy"])
-    from cnnrun.train.stepping import check_step_config
-
-    check_step_config(trainer_cfg)
+    _check_step_config(trainer_cfg)
     epochs = trainer_cfg["max_epochs"]
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ConfigError("trainer.max_epochs", f"must be a positive integer, got {epochs!r}")
-    for key in ("callbacks", "logger", "default_root_dir", "enable_checkpointing"):
-        if key in trainer_cfg:
-            raise ConfigError(f"trainer.{key}", "is set by cnnrun from the callbacks/ and logger/ groups and the "
-                                                "run folder; configure it there")
+
+
+def _check_step_config(trainer_cfg: dict[str, Any]) -> None:
+    """The settings of cnnrun's optimisation step (:mod:`cnnrun.train.stepping`): clipping and accumulation."""
+    clip = trainer_cfg["gradient_clip_val"]
+    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or clip < 0):
+        raise ConfigError("trainer.gradient_clip_val", f"must be null or a non-negative number, got {clip!r}")
+    algorithm = trainer_cfg["gradient_clip_algorithm"]
+    if algorithm not in ("norm", "value"):
+        raise ConfigError("trainer.gradient_clip_algorithm", f"must be norm or value, got {algorithm!r}")
+    n = trainer_cfg["accumulate_grad_batches"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError("trainer.accumulate_grad_batches", f"must be a positive integer, got {n!r}")
 
 
 def check_callbacks_config(cb_cfg: dict[str, Any]) -> None:

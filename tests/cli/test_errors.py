@@ -2,6 +2,8 @@
 that would build objects, misspelled group options and keys, values that are still missing. The messages are
 checked in-process (compose and to_plain raise the same ConfigError the CLI prints); a few subprocesses check the
 command line itself: one line on stderr, status 2, no traceback, and no torch on the way."""
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -185,3 +187,85 @@ def test_a_missing_value_names_the_key_to_set_not_the_interpolation_that_reached
         to_plain(compose(["model=mynet"], config_dir=tmp_path / "my_conf"))
     assert info.value.path == "model.hidden"
     assert info.value.message == "has no value ('???' in the config): set it, e.g. model.hidden=..."
+
+
+# -- values: reported before the heavy imports -----------------------------------------------------------------------
+def heavy_hook(tmp_path: Path) -> dict[str, str]:
+    """A sitecustomize for the CLI's process that prints, at exit, which heavy modules it imported."""
+    (tmp_path / "hooks").mkdir(exist_ok=True)
+    (tmp_path / "hooks" / "sitecustomize.py").write_text(textwrap.dedent(f"""\
+        import atexit, sys
+        atexit.register(lambda: print("HEAVY", [m for m in {HEAVY!r} if m in sys.modules]))
+        """))
+    return {"PYTHONPATH": str(tmp_path / "hooks")}
+
+
+def test_a_value_out_of_range_is_one_line_before_torch_is_imported(tmp_path):
+    proc = run_cli(["optim.lr=-1"], cwd=tmp_path, env=heavy_hook(tmp_path))
+    assert one_error_line(proc) == "error: optim.lr: must be a positive number, got -1.0"
+    assert "HEAVY []" in proc.stdout, proc.stdout[-2000:]
+
+
+def test_a_model_that_does_not_fit_its_input_is_reported_before_lightning_is_imported(tmp_path):
+    proc = run_cli(["data.input_shape=[1,2,2]"], cwd=tmp_path, env=heavy_hook(tmp_path))
+    assert one_error_line(proc).startswith("error: data.input_shape: model lenet5 needs a spatial size of at least")
+    assert "HEAVY ['torch']" in proc.stdout, proc.stdout[-2000:]  # the model is built on the meta device
+
+
+# Each light check, with a value it refuses: (override, key named, the modules that must not be loaded yet)
+BEFORE_IMPORTS = [
+    ("seed=-1", "seed"),
+    ("data.batch_size=0", "data.batch_size"),
+    ("data.val_fraction=1.5", "data.val_fraction"),
+    ("optim.name=sgdd", "optim.name"),
+    ("sched.name=cosin", "sched.name"),
+    ("+sched.warmup_epoch=2", "sched.warmup_epoch"),
+    ("loss.name=focall", "loss.name"),
+    ("regularization.l1=-1", "regularization.l1"),
+    ("trainer.threads=0", "trainer.threads"),
+    ("+trainer.max_epoch=3", "trainer.max_epoch"),
+    ("trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches"),
+    ("callbacks.checkpoint.monitor=train/acc", "callbacks.checkpoint.monitor"),
+    ("logger.dashboards.filters=-1", "logger.dashboards.filters"),
+]
+WITH_TORCH = [
+    ("data.input_shape=[1,2,2]", "data.input_shape"),        # the model's shapes (meta device)
+    ("data.augment={crop:{padding:-1}}", "data.augment.crop.padding"),  # an augmentation's value
+    ("loss=focal loss.gamma=-1", "loss.gamma"),              # an objective's value
+    ("optim.momentum=-1", "optim"),                          # torch's own check of the optimizer
+    ("sched=step sched.step_size=0", "sched.step_size"),     # a schedule's value
+]
+
+
+def test_each_check_runs_before_the_imports_it_does_not_need(tmp_path):
+    """check_before_imports refuses each bad value with torch still unloaded; check_with_torch refuses the values
+    only builders can check with Lightning still unloaded. One process, so that its imports can be watched."""
+    script = textwrap.dedent(f"""\
+        import copy, sys
+        from cnnrun import ConfigError, compose
+        from cnnrun.config import to_plain
+        from cnnrun.run import check_before_imports, check_with_torch
+
+        def refused(check, plain):
+            try:
+                check(copy.deepcopy(plain))
+            except ConfigError as err:
+                return err.path
+            return None
+
+        for overrides, key in {BEFORE_IMPORTS!r}:
+            plain = to_plain(compose(overrides.split()))
+            print("LIGHT", overrides, refused(check_before_imports, plain) == key,
+                  [m for m in ("torch", "numpy") if m in sys.modules])
+        for overrides, key in {WITH_TORCH!r}:
+            plain = to_plain(compose(overrides.split()))
+            print("TORCH", overrides, refused(check_before_imports, plain), refused(check_with_torch, plain),
+                  "pytorch_lightning" in sys.modules)
+        """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    light = [line for line in lines if line.startswith("LIGHT")]
+    assert light == [f"LIGHT {o} True []" for o, _ in BEFORE_IMPORTS], proc.stdout
+    torch_lines = [line for line in lines if line.startswith("TORCH")]
+    assert torch_lines == [f"TORCH {o} None {key} False" for o, key in WITH_TORCH], proc.stdout
