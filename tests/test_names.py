@@ -65,6 +65,20 @@ def test_an_optuna_study_names_its_trials_by_its_search_space(tmp_path):
     assert hydra_config(job, sweep_dir=tmp_path, num=12).hydra.sweep.subdir == "12_model.width=0.5,optim.lr=0.01235"
 
 
+def test_the_swept_keys_are_parsed_once_per_sweep_and_read_again_when_the_file_changes(tmp_path, monkeypatch):
+    """Every job asks twice (its folder's name, its HPARAMS): one parse per multirun.yaml text, and a rewritten file
+    (another sweep in the same folder) is read again."""
+    import cnnrun.names
+
+    parses = []
+    real = cnnrun.names._parse_swept_keys
+    monkeypatch.setattr(cnnrun.names, "_parse_swept_keys", lambda master: parses.append(1) or real(master))
+    write_multirun(tmp_path, ["optim.lr=0.1,0.01", "seed=1"])
+    assert [swept_keys(tmp_path) for _ in range(3)] == [{"optim.lr"}] * 3 and len(parses) == 1
+    write_multirun(tmp_path, ["optim.lr=0.1", "seed=1,2"])
+    assert swept_keys(tmp_path) == {"seed"} and len(parses) == 2
+
+
 def test_without_multirun_yaml_every_override_names_the_job(tmp_path):
     """Another sweeper's layout: the names fall back to all of the job's overrides, as Hydra's override_dirname."""
     assert swept_keys(tmp_path) is None

@@ -7,6 +7,7 @@ every job of the sweep shares. Jobs that died before writing ``metrics.json`` ar
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -114,39 +115,74 @@ def _label(job: Job, with_method: bool = True) -> str:
     return " ".join(filter(None, [job.method if with_method else None, job.others])) or AS_CONFIGURED
 
 
-def _resolved_config(job_dir: Path) -> DictConfig | None:
-    """The job's ``config.yaml`` (None without one, or when a killed job left half a file)."""
-    path = job_dir / "config.yaml"
-    if not path.exists():
-        return None
+@dataclass(frozen=True)
+class ConfigFacts:
+    """What the report takes from a job's ``config.yaml``."""
+
+    fingerprint: str | None = None  # of the effective config (None without a readable config.yaml)
+    descriptions: dict[str, str] = field(default_factory=dict)  # generalization method -> its description
+
+
+# config.yaml's text (by its digest) -> its facts. The report is rebuilt after every job of a sweep (in each process
+# that runs jobs): without this, every refresh parsed every job's config.yaml again (YAML parsing is slow), and a
+# sweep's refresh grew with its number of jobs. Keyed by content, so a rewritten file is never read stale.
+_facts_by_text: dict[str, ConfigFacts] = {}
+_MAX_CACHED = 50_000  # configs; far more than a sweep's jobs, and a few megabytes
+
+
+def config_facts(job_dir: Path) -> ConfigFacts:
+    """The facts of the job's ``config.yaml``: empty without one, or when a killed job left half a file."""
     try:
-        config = OmegaConf.load(path)
+        text = (job_dir / "config.yaml").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ConfigFacts()
+    digest = hashlib.sha1(text.encode()).hexdigest()
+    facts = _facts_by_text.get(digest)
+    if facts is None:
+        if len(_facts_by_text) >= _MAX_CACHED:
+            _facts_by_text.clear()
+        facts = _facts_by_text[digest] = _parse_facts(text)
+    return facts
+
+
+def _parse_facts(text: str) -> ConfigFacts:
+    try:
+        config = OmegaConf.load(io.StringIO(text))
     except Exception:  # a half-written file from a killed job
-        return None
-    return config if isinstance(config, DictConfig) else None
+        return ConfigFacts()
+    if not isinstance(config, DictConfig):
+        return ConfigFacts()
+    return ConfigFacts(_fingerprint(config), _descriptions(config))
+
+
+def _fingerprint(config: DictConfig) -> str:
+    """A short hash of the effective config (config.yaml without seed and run-specific keys)."""
+    plain = OmegaConf.to_container(config, resolve=False)
+    text = json.dumps(effective_config(plain), sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def _descriptions(config: DictConfig) -> dict[str, str]:
+    """generalization.<name>.description of a resolved config."""
+    out: dict[str, str] = {}
+    for name, params in (config.get("generalization") or {}).items():
+        if isinstance(params, dict) or hasattr(params, "get"):
+            desc = params.get("description")
+            if desc:
+                out[str(name)] = str(desc)
+    return out
 
 
 def effective_fingerprint(job_dir: Path) -> str | None:
     """A short hash of the job's effective config (its config.yaml without seed and run-specific keys)."""
-    config = _resolved_config(job_dir)
-    if config is None:
-        return None
-    plain = OmegaConf.to_container(config, resolve=False)
-    text = json.dumps(effective_config(plain), sort_keys=True, default=str)
-    return hashlib.sha1(text.encode()).hexdigest()[:12]
+    return config_facts(job_dir).fingerprint
 
 
 def method_descriptions(jobs: Sequence[Job]) -> dict[str, str]:
     """Method descriptions from the jobs' resolved configs (config.yaml: generalization.<name>.description)."""
     out: dict[str, str] = {}
     for j in jobs:
-        config = _resolved_config(j.dir)
-        node = (config.get("generalization") if config is not None else None) or {}
-        for name, params in node.items():
-            if isinstance(params, dict) or hasattr(params, "get"):
-                desc = params.get("description")
-                if desc:
-                    out[str(name)] = str(desc)
+        out.update(config_facts(j.dir).descriptions)
     return out
 
 

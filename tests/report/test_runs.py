@@ -3,6 +3,7 @@ reference of each configuration and the fingerprints of effective configs."""
 import json
 
 import pytest
+import yaml
 
 from cnnrun.report.runs import group_jobs, job_dirs, read_sweep, reference_of, val_curve
 from tests.report.fakes import fake_job, methods_sweep, resolved
@@ -72,3 +73,33 @@ def test_job_folders_are_read_in_the_order_of_their_numbers(tmp_path):
         (tmp_path / name / ".hydra").mkdir(parents=True)
         (tmp_path / name / ".hydra" / "overrides.yaml").write_text("- seed=1\n")
     assert [p.name for p in job_dirs(tmp_path)] == ["0", "2_optim.lr=0.1", "10_optim.lr=0.001", "run"]
+
+
+def test_a_refresh_parses_only_the_configs_it_has_not_seen(tmp_path, monkeypatch):
+    """The report is rebuilt after every job of a sweep: each job's config.yaml is parsed once, not at every refresh
+    (which made a sweep's refresh grow with its jobs), and the refresh still sees a new job."""
+    from omegaconf import OmegaConf
+
+    from cnnrun.report import build_report
+
+    parsed = []
+    load = OmegaConf.load
+    monkeypatch.setattr(OmegaConf, "load", lambda source: parsed.append(source) or load(source))
+    for num, seed in enumerate((101, 102)):  # seeds of this test only: no other test's configs were seen
+        fake_job(tmp_path, num, "baseline", seed, 0.8, config=resolved(seed, "baseline"))
+    build_report(tmp_path, figure=False)
+    assert len(parsed) == 2
+    fake_job(tmp_path, 2, "augment", 101, 0.9, config=resolved(101, "augment", augment="flip"))
+    md = build_report(tmp_path, figure=False)["md"].read_text()
+    assert len(parsed) == 3 and "`augment`, as its file says" in md
+
+
+def test_a_rewritten_config_is_read_again(tmp_path):
+    """A config.yaml rewritten in place (same folder, same size, within the file system's time resolution) gives its
+    new fingerprint: what was parsed is known by the file's content, not by its name or time."""
+    fake_job(tmp_path, 0, "baseline", 201, 0.8, config=resolved(201, "baseline", weight_decay=0.1))
+    before = read_sweep(tmp_path)[0][0].effective
+    (tmp_path / "0" / "config.yaml").write_text(yaml.safe_dump(resolved(201, "baseline", weight_decay=0.2)))
+    fake_job(tmp_path / "fresh", 0, "baseline", 201, 0.8, config=resolved(201, "baseline", weight_decay=0.2))
+    after = read_sweep(tmp_path)[0][0].effective
+    assert after != before and after == read_sweep(tmp_path / "fresh")[0][0].effective
