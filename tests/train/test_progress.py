@@ -1,6 +1,7 @@
 """The console while a run trains (cnnrun/train/progress.py): the whole run's bar, epochs from 1, evaluations named,
 and the long-run hint."""
 import io
+import threading
 from types import SimpleNamespace
 
 import pytorch_lightning as pl
@@ -53,6 +54,17 @@ def test_evaluations_are_named_for_what_they_evaluate():
     assert "Testing" in console_text("test", epochs=1)[0]
     text = console_text("train_eval", epochs=1)[0]
     assert "Training split (no augmentation)" in text and "Testing" not in text
+
+
+def test_the_end_of_a_fit_does_not_wait_for_the_bars_next_redraw():
+    """A bar that redraws every 100 s: the refresh thread is stopped at once when the fit ends (Lightning's own
+    sleeps out its period first, which at the default rate held every fit and test for up to a second)."""
+    bar = RunProgressBar(refresh_rate=0.01, console_kwargs={"file": io.StringIO(), "force_terminal": True})
+    trainer = pl.Trainer(max_epochs=1, callbacks=[bar], logger=False, enable_checkpointing=False,
+                         enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0)
+    ended = threading.Event()
+    threading.Thread(target=lambda: (trainer.fit(Tiny(), loader()), ended.set()), daemon=True).start()
+    assert ended.wait(60), "the fit's end waited for the progress bar's next redraw"
 
 
 def fake_trainer(epoch, epochs=40):
