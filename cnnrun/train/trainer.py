@@ -230,6 +230,14 @@ def _best_checkpoint_class():
     return BestCheckpoint
 
 
+def run_checkpoint_io():
+    """The run's CheckpointIO: atomic files (:func:`atomic_checkpoint_io`) written by a writer thread while training
+    goes on (:mod:`cnnrun.train.checkpoint_io`: finished before the fit ends, a failed write fails the run)."""
+    from cnnrun.train.checkpoint_io import BackgroundCheckpointIO
+
+    return BackgroundCheckpointIO(atomic_checkpoint_io())
+
+
 def atomic_checkpoint_io():
     """Lightning's TorchCheckpointIO, writing every checkpoint through :func:`cnnrun.atomic.atomic_write`: a process
     killed while saving leaves the previous complete ``last.ckpt``/``best.ckpt``, never a truncated one."""
@@ -428,7 +436,7 @@ def make_trainer(cfg: dict[str, Any], run_dir: Path, *, with_logger: bool = True
         trainer_kwargs["enable_progress_bar"] = False
     loggers = make_loggers(cfg["logger"], run_dir) if with_logger else []
     plugins = trainer_kwargs.pop("plugins", None) or []
-    plugins = [*(plugins if isinstance(plugins, list) else [plugins]), atomic_checkpoint_io()]
+    plugins = [*(plugins if isinstance(plugins, list) else [plugins]), run_checkpoint_io()]
     return pl.Trainer(default_root_dir=str(run_dir), callbacks=callbacks, logger=loggers or False,
                       enable_model_summary=False, plugins=plugins, **trainer_kwargs)
 
