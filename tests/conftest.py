@@ -7,6 +7,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# pytest-xdist runs the tests in one process per core: each gets one torch thread, and so do the command-line runs
+# its tests start; otherwise the threads of two processes spin-wait for each other on shared cores and every run
+# slows down several times over (benchmarks/contention.py).
+if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = "1"
 # In-process runs: no progress bar, so test logs stay readable.
 QUIET = ["callbacks.progress_bar.refresh_rate=0"]
 

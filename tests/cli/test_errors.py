@@ -212,28 +212,29 @@ def test_a_model_that_does_not_fit_its_input_is_reported_before_lightning_is_imp
     assert "HEAVY ['torch']" in proc.stdout, proc.stdout[-2000:]  # the model is built on the meta device
 
 
-# Each light check, with a value it refuses: (override, key named, the modules that must not be loaded yet)
+# Each check, with a value it refuses: (config groups chosen, the key set, its value, the key the error names). The
+# values are set in the composed config, as a command line would set them.
 BEFORE_IMPORTS = [
-    ("seed=-1", "seed"),
-    ("data.batch_size=0", "data.batch_size"),
-    ("data.val_fraction=1.5", "data.val_fraction"),
-    ("optim.name=sgdd", "optim.name"),
-    ("sched.name=cosin", "sched.name"),
-    ("+sched.warmup_epoch=2", "sched.warmup_epoch"),
-    ("loss.name=focall", "loss.name"),
-    ("regularization.l1=-1", "regularization.l1"),
-    ("trainer.threads=0", "trainer.threads"),
-    ("+trainer.max_epoch=3", "trainer.max_epoch"),
-    ("trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches"),
-    ("callbacks.checkpoint.monitor=train/acc", "callbacks.checkpoint.monitor"),
-    ("logger.dashboards.filters=-1", "logger.dashboards.filters"),
+    ("", "seed", -1, "seed"),
+    ("", "data.batch_size", 0, "data.batch_size"),
+    ("", "data.val_fraction", 1.5, "data.val_fraction"),
+    ("", "optim.name", "sgdd", "optim.name"),
+    ("", "sched.name", "cosin", "sched.name"),
+    ("", "sched.warmup_epoch", 2, "sched.warmup_epoch"),
+    ("", "loss.name", "focall", "loss.name"),
+    ("", "regularization.l1", -1, "regularization.l1"),
+    ("", "trainer.threads", 0, "trainer.threads"),
+    ("", "trainer.max_epoch", 3, "trainer.max_epoch"),
+    ("", "trainer.accumulate_grad_batches", 0, "trainer.accumulate_grad_batches"),
+    ("", "callbacks.checkpoint.monitor", "train/acc", "callbacks.checkpoint.monitor"),
+    ("", "logger.dashboards", {"filters": -1}, "logger.dashboards.filters"),
 ]
 WITH_TORCH = [
-    ("data.input_shape=[1,2,2]", "data.input_shape"),        # the model's shapes (meta device)
-    ("data.augment={crop:{padding:-1}}", "data.augment.crop.padding"),  # an augmentation's value
-    ("loss=focal loss.gamma=-1", "loss.gamma"),              # an objective's value
-    ("optim.momentum=-1", "optim"),                          # torch's own check of the optimizer
-    ("sched=step sched.step_size=0", "sched.step_size"),     # a schedule's value
+    ("", "data.input_shape", [1, 2, 2], "data.input_shape"),  # the model's shapes (meta device)
+    ("", "data.augment", {"crop": {"padding": -1}}, "data.augment.crop.padding"),  # an augmentation's value
+    ("loss=focal", "loss.gamma", -1, "loss.gamma"),  # an objective's value
+    ("", "optim.momentum", -1, "optim"),  # torch's own check of the optimizer
+    ("sched=step", "sched.step_size", 0, "sched.step_size"),  # a schedule's value
 ]
 
 
@@ -246,6 +247,19 @@ def test_each_check_runs_before_the_imports_it_does_not_need(tmp_path):
         from cnnrun.config import to_plain
         from cnnrun.run import check_before_imports, check_with_torch
 
+        composed = {{}}
+
+        def config(groups, path, value):
+            if groups not in composed:
+                composed[groups] = to_plain(compose(groups.split()))
+            plain = copy.deepcopy(composed[groups])
+            *parents, last = path.split(".")
+            node = plain
+            for key in parents:
+                node = node[key]
+            node[last] = value
+            return plain
+
         def refused(check, plain):
             try:
                 check(copy.deepcopy(plain))
@@ -253,19 +267,18 @@ def test_each_check_runs_before_the_imports_it_does_not_need(tmp_path):
                 return err.path
             return None
 
-        for overrides, key in {BEFORE_IMPORTS!r}:
-            plain = to_plain(compose(overrides.split()))
-            print("LIGHT", overrides, refused(check_before_imports, plain) == key,
+        for groups, path, value, key in {BEFORE_IMPORTS!r}:
+            print("LIGHT", path, refused(check_before_imports, config(groups, path, value)) == key,
                   [m for m in ("torch", "numpy") if m in sys.modules])
-        for overrides, key in {WITH_TORCH!r}:
-            plain = to_plain(compose(overrides.split()))
-            print("TORCH", overrides, refused(check_before_imports, plain), refused(check_with_torch, plain),
+        for groups, path, value, key in {WITH_TORCH!r}:
+            plain = config(groups, path, value)
+            print("TORCH", path, refused(check_before_imports, plain), refused(check_with_torch, plain),
                   "pytorch_lightning" in sys.modules)
         """)
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     light = [line for line in lines if line.startswith("LIGHT")]
-    assert light == [f"LIGHT {o} True []" for o, _ in BEFORE_IMPORTS], proc.stdout
+    assert light == [f"LIGHT {path} True []" for _, path, _, _ in BEFORE_IMPORTS], proc.stdout
     torch_lines = [line for line in lines if line.startswith("TORCH")]
-    assert torch_lines == [f"TORCH {o} None {key} False" for o, key in WITH_TORCH], proc.stdout
+    assert torch_lines == [f"TORCH {path} None {key} False" for _, path, _, key in WITH_TORCH], proc.stdout
