@@ -45,6 +45,27 @@ def test_summary_mode_prints_the_table_without_training(tmp_path):
     assert "pytorch_lightning" not in proc.stdout + proc.stderr
 
 
+def test_the_quick_exit_keeps_the_status_and_still_runs_exit_handlers_and_waits_for_threads(tmp_path):
+    """The command ends without the interpreter's module teardown (os._exit), but as a normal exit would: its status,
+    the atexit handlers run, the threads that are not daemons finish, the streams are flushed."""
+    (tmp_path / "exitprobe.py").write_text(textwrap.dedent("""\
+        import atexit, threading, time
+        from pathlib import Path
+
+        atexit.register(lambda: print("atexit handler ran"))
+
+        def finish():
+            time.sleep(0.5)
+            Path("thread.done").write_text("done")
+
+        threading.Thread(target=finish).start()
+        """))
+    proc = run_cli(["imports=[exitprobe]", "optim.lr=-1"], cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
+    assert proc.returncode == 2 and proc.stderr == "error: optim.lr: must be a positive number, got -1.0\n"
+    assert proc.stdout.endswith("atexit handler ran\n"), proc.stdout
+    assert (tmp_path / "thread.done").read_text() == "done"
+
+
 @pytest.mark.parametrize("args,message", [
     (["model.layers.0.conv.kernal_size=5", "trainer.max_epochs=1"],
      "error: model.layers[0] (conv): unknown argument 'kernal_size'; did you mean 'kernel_size'?"),
