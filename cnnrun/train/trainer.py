@@ -230,12 +230,27 @@ def _best_checkpoint_class():
     return BestCheckpoint
 
 
-def run_checkpoint_io():
-    """The run's CheckpointIO: atomic files (:func:`atomic_checkpoint_io`) written by a writer thread while training
-    goes on (:mod:`cnnrun.train.checkpoint_io`: finished before the fit ends, a failed write fails the run)."""
+def run_checkpoint_io(accelerator: str = "auto"):
+    """The run's CheckpointIO: atomic files (:func:`atomic_checkpoint_io`), written by a writer thread while training
+    goes on (:mod:`cnnrun.train.checkpoint_io`: finished before the fit ends, a failed write fails the run) when
+    :func:`writer_thread_pays`, else by the training thread."""
+    if not writer_thread_pays(accelerator):
+        return atomic_checkpoint_io()
     from cnnrun.train.checkpoint_io import BackgroundCheckpointIO
 
     return BackgroundCheckpointIO(atomic_checkpoint_io())
+
+
+def writer_thread_pays(accelerator: str) -> bool:
+    """Whether a checkpoint writer thread makes training faster: when the training leaves a CPU core for it (torch's
+    threads fewer than the cores this process may use) or trains on a GPU. On a CPU whose every core runs a torch
+    thread, the writer takes turns with threads that spin-wait for each other: LeNet-5 on 2 cores with 2 threads
+    fitted 1.05-1.17x slower with it, with 1 thread 0.92-1.02x (benchmarks/RESULTS.md)."""
+    import joblib
+    import torch
+
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return on_gpu or torch.get_num_threads() < joblib.cpu_count()
 
 
 def atomic_checkpoint_io():
@@ -436,7 +451,8 @@ def make_trainer(cfg: dict[str, Any], run_dir: Path, *, with_logger: bool = True
         trainer_kwargs["enable_progress_bar"] = False
     loggers = make_loggers(cfg["logger"], run_dir) if with_logger else []
     plugins = trainer_kwargs.pop("plugins", None) or []
-    plugins = [*(plugins if isinstance(plugins, list) else [plugins]), run_checkpoint_io()]
+    plugins = [*(plugins if isinstance(plugins, list) else [plugins]),
+               run_checkpoint_io(cfg["trainer"]["accelerator"])]
     return pl.Trainer(default_root_dir=str(run_dir), callbacks=callbacks, logger=loggers or False,
                       enable_model_summary=False, plugins=plugins, **trainer_kwargs)
 

@@ -58,6 +58,32 @@ def load(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+WRITER_THREAD_PAYS = trainer_mod.writer_thread_pays
+
+
+@pytest.fixture(autouse=True)
+def writer_thread(monkeypatch):
+    """The runs below write through the writer thread whatever this machine's cores and torch threads (a run uses it
+    when a core is left for it: test_the_writer_thread_is_used_when_a_core_is_left_for_it)."""
+    monkeypatch.setattr(trainer_mod, "writer_thread_pays", lambda accelerator: True)
+
+
+def test_the_writer_thread_is_used_when_a_core_is_left_for_it(monkeypatch):
+    import joblib
+
+    monkeypatch.setattr(trainer_mod, "writer_thread_pays", WRITER_THREAD_PAYS)
+    monkeypatch.setattr(joblib, "cpu_count", lambda: 4)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)  # every core runs a torch thread: the training thread writes
+        assert not isinstance(trainer_mod.run_checkpoint_io("cpu"), BackgroundCheckpointIO)
+        assert isinstance(trainer_mod.run_checkpoint_io("gpu"), BackgroundCheckpointIO)
+        torch.set_num_threads(3)
+        assert isinstance(trainer_mod.run_checkpoint_io("cpu"), BackgroundCheckpointIO)
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture
 def slow_writes(monkeypatch):
     """The atomic writer sleeps before each write (training goes on meanwhile) and records what each write put in
@@ -89,7 +115,7 @@ def test_each_file_holds_the_state_it_was_saved_with_and_equals_a_synchronous_sa
         assert_equal_tensors(in_file, at_save)  # not the weights of a later step
 
     monkeypatch.undo()
-    monkeypatch.setattr(trainer_mod, "run_checkpoint_io", trainer_mod.atomic_checkpoint_io)  # write, then go on
+    monkeypatch.setattr(trainer_mod, "writer_thread_pays", lambda accelerator: False)  # write, then go on
     run(compose(SHORT), output_dir=tmp_path / "synchronous")
     for name in ("best.ckpt", "last.ckpt"):
         background, synchronous = (load(tmp_path / kind / "checkpoints" / name)
