@@ -157,10 +157,10 @@ def _exit_now(code: Any) -> NoReturn:
     elif not isinstance(code, int):  # sys.exit("message"), as Python itself reports it
         print(code, file=sys.stderr)
         code = 1
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
-    atexit._run_exitfuncs()  # the interpreter's own call at exit
+    # the interpreter's own calls at exit, in its order: threading's exit hooks (a joblib pool's shutdown among them),
+    # then waiting for the non-daemon threads; then the atexit handlers
+    threading._shutdown()
+    atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -140,10 +140,10 @@ def test_user_config_dir_and_any_working_directory(tmp_path):
 
 
 def test_help_does_not_import_heavy_modules(tmp_path):
-    code = ("import sys, runpy; sys.argv = ['cnnrun', '--help']\n"
-            "try:\n    runpy.run_module('cnnrun', run_name='__main__')\nexcept SystemExit:\n    pass\n"
-            "heavy = [m for m in ('torch', 'pytorch_lightning', 'torchvision') if m in sys.modules]\n"
-            "print('HEAVY', heavy)\n")
+    code = ("import atexit, sys, runpy; sys.argv = ['cnnrun', '--help']\n"
+            "atexit.register(lambda: print('HEAVY', [m for m in ('torch', 'pytorch_lightning', 'torchvision')\n"
+            "                                         if m in sys.modules]))\n"
+            "runpy.run_module('cnnrun', run_name='__main__')\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert "Compose your configuration" in proc.stdout or "cnnrun" in proc.stdout
     assert "HEAVY []" in proc.stdout, proc.stdout[-2000:]

@@ -1,5 +1,5 @@
-"""Lightning DDP on the CPU (gloo): 2 processes, one run folder, one metrics.json, each rank on its own shard;
-gradient accumulation under DDP against one process on the global batches."""
+"""Lightning DDP on the CPU (gloo): 2 processes, one run folder, one metrics.json, each rank on its own shard, the
+test's confusion matrix over both shards; gradient accumulation under DDP against one process on the global batches."""
 import copy
 import json
 import math
@@ -42,10 +42,19 @@ def test_rank_zero_from_the_environment(monkeypatch):
     assert not is_rank_zero()
 
 
-def test_ddp_on_two_cpu_processes(tmp_path):
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory):
+    """One default run on two CPU processes (one epoch), read by the tests below: (the CLI's result, its folder's
+    parent)."""
+    cwd = tmp_path_factory.mktemp("ddp")
     result = run_cli(["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=1",
-                      "callbacks.progress_bar.refresh_rate=0"], cwd=tmp_path, timeout=300)
+                      "callbacks.progress_bar.refresh_rate=0"], cwd=cwd, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    return result, cwd
+
+
+def test_ddp_on_two_cpu_processes(ddp_run):
+    result, tmp_path = ddp_run
     runs = list((tmp_path / "outputs" / "runs").iterdir())
     assert len(runs) == 1  # both processes wrote into one run folder
     assert len(list(tmp_path.rglob("metrics.json"))) == 1
@@ -61,6 +70,22 @@ def test_ddp_on_two_cpu_processes(tmp_path):
     writers = {p.name.split(".")[-2] for p in (runs[0] / "tensorboard").glob("events.out.tfevents.*")}
     assert len(writers) == 1  # one process (rank 0) wrote TensorBoard events
     assert result.stdout.count("run folder:") == 1
+
+
+def test_ddp_confusion_matrix_covers_the_whole_test_split(ddp_run):
+    """Two processes, each testing its shard: the logged matrix sums both (rank 0 alone writes the dashboards)."""
+    import numpy as np
+
+    from tests.train.test_dashboards import read_events
+
+    (run_dir,) = (ddp_run[1] / "outputs" / "runs").iterdir()
+    record = json.loads((run_dir / "metrics.json").read_text())
+    ev = read_events(run_dir)
+    (table,) = ev["text"]["test/confusion_matrix_counts"]
+    matrix = np.array([[int(v) for v in row.strip("| ").split(" | ")[1:]] for row in table.splitlines()[2:]])
+    assert matrix.sum() == record["data_sizes"]["test"]
+    assert matrix.trace() / matrix.sum() == pytest.approx(record["metrics"]["test/acc"], abs=1e-6)
+    assert len(ev["images"]["test/confusion_matrix"]) == 1 and len(ev["images"]["filters/first_layer"]) == 1
 
 
 def test_ddp_in_a_local_sweep_is_refused_with_the_key(tmp_path):
