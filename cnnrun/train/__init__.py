@@ -1,4 +1,5 @@
 """Lightning training: the LightningModule, the in-memory DataModule and the Trainer factory.
 
-Importing this package imports Lightning (seconds): the CLI imports it only when it trains.
+The config checks of ``trainer``, ``optim``, ``objectives`` and ``dashboard_plan`` load neither torch nor Lightning
+(they run before the heavy imports, :func:`cnnrun.run.check_before_imports`); the other modules import Lightning.
 """
