@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, jobs_by_number, run_cli
+from tests.conftest import jobs_by_number, run_cli
 
 
 def only_run(base: Path) -> Path:
