@@ -176,6 +176,26 @@ def test_a_block_is_one_layer_of_the_graph_with_its_branches_inside():
     assert not [name for node in graph.node for name in [node.name, *node.input] if name.startswith("CnnModel")]
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:FutureWarning")
+def test_the_graph_runs_the_model_once_and_leaves_the_tracer_as_it_was():
+    """One trace, without the tracer's check (which runs the model again to compare): the model's forward runs once.
+    torch.jit.trace is torch's own again afterwards, also when tracing fails."""
+    from cnnrun import build_model
+
+    net = build_model({"name": "n", "layers": [{"conv": {"out_channels": 4, "kernel_size": 3}}, "relu",
+                                               "global_avgpool", {"linear": {"out_features": 3}}]}, (1, 8, 8), 3)
+    calls = []
+    net.register_forward_pre_hook(lambda mod, inp: calls.append(1))
+    tracer = torch.jit.trace
+    with torch.no_grad():
+        D.layer_graph(net.eval(), torch.randn(1, 1, 8, 8))
+    assert len(calls) == 1
+    assert torch.jit.trace is tracer
+    with pytest.raises(Exception), torch.no_grad():
+        D.layer_graph(net, torch.randn(1, 2, 8, 8))  # the wrong number of channels: the trace fails
+    assert torch.jit.trace is tracer
+
+
 def test_histograms_show_the_weights_at_epoch_end_and_the_last_steps_gradients(all_on):
     out, _, ev = all_on
     net, _ = trained_model(out, "last.ckpt")
