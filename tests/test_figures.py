@@ -211,6 +211,22 @@ def test_confusion_matrix_of_100_classes_shows_colours_and_every_10th_class():
         assert not any(a.overlaps(b) for a, b in zip(boxes, boxes[1:]))
 
 
+def test_a_confusion_matrix_of_as_many_classes_takes_the_first_ones_layout():
+    """matplotlib's constrained layout runs for the first matrix of n classes only; a later one (other counts, other
+    accuracy) takes its axes box, is drawn without a layout engine and comes out pixel for pixel as the layout
+    engine draws it."""
+    torch.manual_seed(5)
+    n = 7
+    first, later = (torch.randint(0, 3, (n, n)) + torch.diag(torch.randint(20, 990, (n,))) for _ in range(2))
+    figures._CONFUSION_AXES.pop(n, None)
+    laid_out = figures.figure_image(figures.confusion_figure(later))  # the layout engine's own
+    figures._CONFUSION_AXES.pop(n, None)
+    figures.figure_image(figures.confusion_figure(first))
+    fig = figures.confusion_figure(later)
+    assert fig.get_layout_engine() is None
+    assert np.array_equal(figures.figure_image(fig), laid_out)
+
+
 def test_confusion_markdown_is_the_counts_table():
     matrix = torch.tensor([[5, 1], [0, 7]])
     assert figures.confusion_markdown(matrix).splitlines() == [
