@@ -15,7 +15,10 @@ from cnnrun.layers.padding import effective_kernel
 from cnnrun.model.builder import CnnModel, build_model
 
 
-def _macs_of(module: nn.Module, output: torch.Tensor) -> int:
+def _macs_of(module: nn.Module, inputs: tuple, output: torch.Tensor) -> int:
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):  # each input position spreads over a kernel window
+        per_in = module.out_channels // module.groups * math.prod(module.kernel_size)
+        return inputs[0][0].numel() * per_in
     if isinstance(module, nn.modules.conv._ConvNd):
         per_out = module.in_channels // module.groups * math.prod(module.kernel_size)
         return output[0].numel() * per_out
@@ -27,7 +30,7 @@ def _macs_of(module: nn.Module, output: torch.Tensor) -> int:
 def _count_macs(model: nn.Module) -> dict[int, int]:
     """MACs of every leaf module for one sample, by ``id(module)``."""
     counts: dict[int, int] = {}
-    hooks = [m.register_forward_hook(lambda mod, inp, out: counts.__setitem__(id(mod), _macs_of(mod, out)))
+    hooks = [m.register_forward_hook(lambda mod, inp, out: counts.__setitem__(id(mod), _macs_of(mod, inp, out)))
              for m in model.modules() if not list(m.children())]
     was_training = model.training
     try:

@@ -14,6 +14,30 @@ def test_lenet5_summary_counts():
     json.dumps(s)  # plain data
 
 
+def test_macs_of_convolutions_are_torchs_flop_count_halved():
+    """torch's FLOP counter (2 FLOPs per multiply-accumulate) as the reference: plain, strided, grouped, dilated and
+    transposed convolutions, whose every input position meets the whole kernel once (stride 2: a quarter of the
+    output's positions)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from cnnrun import build_model
+
+    layers = [{"conv": {"out_channels": 8, "kernel_size": 3, "stride": 2}}, "relu",
+              {"conv": {"out_channels": 8, "kernel_size": 3, "groups": 4, "dilation": 2}},
+              {"transposed_conv": {"out_channels": 6, "kernel_size": 4, "stride": 2}},
+              {"transposed_conv": {"out_channels": 4, "kernel_size": 3, "stride": 3, "groups": 2}}]
+    spec = {"name": "t", "layers": layers}
+    net = build_model(spec, (3, 21, 21))
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        net(torch.zeros(1, 3, 21, 21))
+    per_layer = summarize(spec, (3, 21, 21))["layers"]
+    transposed = [r["macs"] for r in per_layer if r["type"] == "transposed_conv"]
+    assert transposed and all(transposed)
+    assert sum(r["macs"] for r in per_layer) * 2 == counter.get_total_flops()
+
+
 def test_stacked_3x3_convolutions_see_5x5_then_7x7():
     layers = [{"conv": {"out_channels": 4, "kernel_size": 3, "padding": "same"}}, "relu"] * 3
     s = summarize({"name": "t", "layers": layers}, (1, 16, 16))
