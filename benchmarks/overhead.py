@@ -11,6 +11,9 @@ LeNet-5 on digits, or a larger step (NiN at width 0.5 on 3x32x32 synthetic data;
 cost per epoch weighs less.
 
     python benchmarks/overhead.py [--workload default] [--epochs 10] [--repeats 5] [--threads N] [--progress-bar]
+                                  [override ...]
+
+Overrides after the options apply to cnnrun's run only (``logger=none``: what TensorBoard and the dashboards cost).
 """
 from __future__ import annotations
 
@@ -134,20 +137,22 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--progress-bar", action="store_true", help="keep the rich progress bar on in cnnrun")
     parser.add_argument("--threads", type=int, default=None, help="torch threads for all three (default: torch's)")
+    parser.add_argument("cnnrun_overrides", nargs="*", help="more overrides for cnnrun's run (e.g. logger=none)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     workload = WORKLOADS[args.workload]
-    cnnrun_fit(1, False, workload)  # warm-up: first-use costs (imports, allocator) out of the timings
+    cnnrun_workload = [*workload, *args.cnnrun_overrides]
+    cnnrun_fit(1, False, cnnrun_workload)  # warm-up: first-use costs (imports, allocator) out of the timings
     plain_loop(1, workload=workload)
     bare_lightning(1, workload=workload)
     times: dict[str, list[float]] = {"plain loop": [], "cnnrun fit": [], "bare Lightning": []}
     for _ in range(args.repeats):
         times["plain loop"].append(plain_loop(args.epochs, workload=workload))
-        times["cnnrun fit"].append(cnnrun_fit(args.epochs, args.progress_bar, workload))
+        times["cnnrun fit"].append(cnnrun_fit(args.epochs, args.progress_bar, cnnrun_workload))
         times["bare Lightning"].append(bare_lightning(args.epochs, workload=workload))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.epochs} epochs of {args.workload} "
-          f"({' '.join(workload) or 'digits/lenet5'})")
+          f"({' '.join(workload) or 'digits/lenet5'}; cnnrun: {' '.join(args.cnnrun_overrides) or 'as configured'})")
     plain = times["plain loop"]
     for name, values in times.items():
         ratio = statistics.median(values) / statistics.median(plain)
