@@ -153,7 +153,11 @@ class Classifier(pl.LightningModule):
         """Dropout and mixup draw from torch's global generator: seeded here from (seed, epoch), a run resumed from
         last.ckpt draws what the uninterrupted run drew, with no generator state in the checkpoint (sample order and
         augmentation have their own streams, seeded alike in cnnrun/data/loader.py)."""
-        torch.manual_seed(epoch_seed(run_seed(self.config), self.current_epoch, stream=GLOBAL_RNG_STREAM))
+        seed = epoch_seed(run_seed(self.config), self.current_epoch, stream=GLOBAL_RNG_STREAM)
+        if self.device.type == "cpu":  # torch.manual_seed would also queue the accelerators' seeding, recording the
+            torch.default_generator.manual_seed(seed)  # call stack each time: about 1 ms deep in Lightning's loop
+        else:
+            torch.manual_seed(seed)
 
     def on_train_start(self):
         trainer_cfg = self.config["trainer"]
