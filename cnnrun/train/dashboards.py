@@ -40,6 +40,7 @@ from torch import nn
 from cnnrun.figures import (add_histogram, confusion_figure, confusion_markdown, figure_image, filter_grid,
                             map_grid, misclassified_figure, sample_image)
 from cnnrun.train.dashboard_plan import PERIODIC, DashboardPlan, dashboard_plan
+from cnnrun.train.deferred_writer import DeferredWriter
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,12 @@ def make_dashboards(cfg: dict[str, Any], logger: Any) -> list[pl.Callback]:
     """The dashboards callback for a run (none without a TensorBoard logger or with every dashboard off)."""
     from pytorch_lightning.loggers import TensorBoardLogger
 
+    from cnnrun.train.trainer import writer_thread_pays
+
     plan = dashboard_plan(cfg["logger"])
     if not isinstance(logger, TensorBoardLogger) or not plan.any():
         return []
-    return [Dashboards(plan)]
+    return [Dashboards(plan, background=writer_thread_pays(cfg["trainer"]["accelerator"]))]
 
 
 def conv_stages(model: nn.Module) -> list[tuple[str, str, nn.Module]]:
@@ -161,10 +164,13 @@ def _renamed_head(name: str, heads: dict[str, str]) -> str:
 
 # -- the callback ------------------------------------------------------------------------------------------------
 class Dashboards(pl.Callback):
-    """Writes the dashboards of ``plan`` to the trainer's TensorBoard logger (global rank 0 only)."""
+    """Writes the dashboards of ``plan`` to the trainer's TensorBoard logger (global rank 0 only); with
+    ``background``, its pictures are encoded and written by a writer thread (:mod:`cnnrun.train.deferred_writer`)."""
 
-    def __init__(self, plan: DashboardPlan):
+    def __init__(self, plan: DashboardPlan, background: bool = False):
         self.plan = plan
+        self.background = background
+        self._deferred: DeferredWriter | None = None
         self.seconds: dict[str, float] = defaultdict(float)  # time spent per dashboard
         self._sample: torch.Tensor | None = None  # (1, C, *spatial): the fixed validation sample
         self._fallback: torch.Tensor | None = None  # the first training sample: without validation, and for the graph
@@ -188,9 +194,21 @@ class Dashboards(pl.Callback):
         finally:
             self.seconds[name] += time.perf_counter() - start
 
-    @staticmethod
-    def _writer(trainer: pl.Trainer):
-        return trainer.logger.experiment
+    def _writer(self, trainer: pl.Trainer) -> DeferredWriter:
+        writer = trainer.logger.experiment
+        if self._deferred is None or self._deferred.writer is not writer:
+            self.finish_writes()
+            self._deferred = DeferredWriter(writer, self.background)
+        return self._deferred
+
+    def finish_writes(self) -> None:
+        """Every picture handed to the writer thread written (the first failed write raised here)."""
+        if self._deferred is not None:
+            self._deferred.wait()
+
+    def teardown(self, trainer, pl_module, stage):
+        # the end of fit, validate or test, just before Lightning closes the loggers
+        self.finish_writes()
 
     @staticmethod
     def _net(pl_module: pl.LightningModule) -> nn.Module:
@@ -247,11 +265,10 @@ class Dashboards(pl.Callback):
 
     def on_train_end(self, trainer, pl_module):
         """A run stopped before its last epoch (early stopping, max_steps) still shows its final state."""
-        if not trainer.is_global_zero or self._epoch_done < 0:
-            return
-        late = [name for name in PERIODIC
-                if getattr(self.plan, name) and self._logged.get(name) != self._epoch_done]
-        self._write_periodic(trainer, pl_module, late, self._epoch_done)
+        if trainer.is_global_zero and self._epoch_done >= 0:
+            late = [name for name in PERIODIC
+                    if getattr(self.plan, name) and self._logged.get(name) != self._epoch_done]
+            self._write_periodic(trainer, pl_module, late, self._epoch_done)
 
     def _write_periodic(self, trainer, pl_module, names: list[str], epoch: int) -> None:
         writer, step, net = self._writer(trainer), epoch + 1, self._net(pl_module)
@@ -383,6 +400,10 @@ class Dashboards(pl.Callback):
 
     def on_exception(self, trainer, pl_module, exception):
         self._unhook()
+        try:  # what was handed over is written before the logger closes; the run's own error is the one to report
+            self.finish_writes()
+        except Exception as err:  # noqa: BLE001
+            log.warning("dashboards: a picture was not written: %s: %s", type(err).__name__, err)
 
     def on_test_end(self, trainer, pl_module):
         if self._hook is None:
@@ -405,4 +426,3 @@ class Dashboards(pl.Callback):
                 else:
                     writer.add_text("test/misclassified", "no misclassified test samples", step)
         self._test = {}
-        writer.flush()
