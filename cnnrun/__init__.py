@@ -9,7 +9,9 @@ Public API (imported lazily, so ``import cnnrun`` stays light):
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from cnnrun.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -35,11 +37,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from cnnrun.run import run
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        import importlib
-
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'cnnrun' has no attribute '{name}'")
+__getattr__ = lazy_exports(globals(), _EXPORTS)

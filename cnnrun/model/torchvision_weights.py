@@ -21,10 +21,7 @@ from __future__ import annotations
 import os
 import pickle
 from pathlib import Path
-from typing import Any, Mapping
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, Mapping
 
 from cnnrun.errors import ConfigError, check_keys, did_you_mean
 
@@ -38,6 +35,10 @@ ARCHS: dict[str, dict[str, Any]] = {
     "googlenet": {"aux_logits": False, "init_weights": False},
 }
 # tensors of torchvision's published files that the architecture above does not use (GoogLeNet's auxiliary heads)
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
 IGNORED_PREFIXES: dict[str, tuple[str, ...]] = {"googlenet": ("aux1.", "aux2.")}
 INIT_KEYS = ("torchvision", "path", "strict")
 
@@ -67,6 +68,7 @@ def check_init_weights(init: Any) -> dict[str, Any]:
 
 def torchvision_keys(arch: str) -> list[str]:
     """The state_dict keys of torchvision's ``arch``, in order (built on the meta device: no memory, no download)."""
+    import torch
     import torchvision
 
     if arch not in ARCHS:
@@ -94,6 +96,8 @@ def key_mapping(model: nn.Module, arch: str) -> dict[str, str]:
 
 
 def _read(source: Mapping[str, torch.Tensor] | str | os.PathLike, arch: str) -> dict[str, torch.Tensor]:
+    import torch
+
     if isinstance(source, Mapping):
         state = dict(source)
     else:
