@@ -40,6 +40,11 @@ def check_before_imports(plain: dict[str, Any]) -> None:
 
     check_root(plain)
     import_user_modules(plain["imports"])  # they may register layer types, sources, optimizers, objectives
+    init = plain["model"].get("init_weights") if isinstance(plain["model"], dict) else None
+    if init is not None and plain["mode"] != "test":  # mode=test takes the checkpoint's model, without them
+        from cnnrun.model.torchvision_weights import check_init_weights
+
+        check_init_weights(init)
     check_shared_data_values(plain["data"])
     check_optim_names(plain["optim"], plain["sched"])
     check_loss_name(plain["loss"])
@@ -61,7 +66,7 @@ def check_with_torch(plain: dict[str, Any]) -> None:
     from cnnrun.train.objectives import check_loss_config
     from cnnrun.train.optim import check_schedule, make_optimizer
 
-    check_data_config(plain["data"])
+    check_data_config(plain["data"], reads=plain["mode"] in ("train", "test"))
     with torch.device("meta"):
         build_model(plain["model"], plain["data"]["input_shape"], plain["data"]["num_classes"])
     check_loss_config(plain["loss"])
@@ -142,8 +147,10 @@ def run(cfg: DictConfig | dict, output_dir: str | os.PathLike | None = None) -> 
             write_config(run_dir, plain)
             config_written = True
         if plain.get("mode") == "gallery":
+            from cnnrun.report.gallery import check_gallery, gallery
+
+            check_gallery(plain)  # the picture's kind and image before the layers (torch) load
             from cnnrun.layers.registry import get_layer_type
-            from cnnrun.report.gallery import gallery
 
             return gallery(plain, run_dir, record, get_layer_type)
         check_before_imports(plain)

@@ -3,8 +3,8 @@
 A source is a function from the data config to its samples: a tuple ``(x, y)`` of all samples, or a dict with
 ``x``, ``y`` (the training pool) and optionally ``test_x``/``test_y`` and ``val_x``/``val_y`` (fixed splits, e.g.
 an official test set), ``classes`` (names) and ``value_range`` ((0, 1) for images). Register one in
-:data:`SOURCES` with ``@SOURCES.register(name, check=...)``; ``check`` validates its own keys before anything is
-loaded.
+:data:`SOURCES` with ``@SOURCES.register(name, check=..., check_files=...)``; ``check`` validates its own keys
+before anything is loaded, ``check_files`` (optional) that its files are there, for a run that will read them.
 """
 from __future__ import annotations
 
@@ -53,7 +53,11 @@ def _register_torchvision(name: str) -> None:
         from cnnrun.data import torchvision_sets
         torchvision_sets.check(name, cfg)
 
-    SOURCES.register(name, load, check=check)
+    def check_files(cfg):
+        from cnnrun.data import torchvision_sets
+        torchvision_sets.check_files(name, cfg)
+
+    SOURCES.register(name, load, check=check, check_files=check_files)
 
 
 for _name in ("mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100", "svhn"):
@@ -78,12 +82,14 @@ for _name in ("image_folder", "mnist1d", "moving_digits"):
 
 
 # -- checking and loading -------------------------------------------------------------------------------------------
-def check_data_config(cfg: dict[str, Any]) -> None:
+def check_data_config(cfg: dict[str, Any], reads: bool = False) -> None:
     """Validate the data config before anything is loaded: the source's own keys, then those every data set shares
-    (shape, classes, batch size, fractions, imbalance, balance, augment)."""
+    (shape, classes, batch size, fractions, imbalance, balance, augment); with ``reads`` (a run that will load the
+    data), that the source's files are there, where it can tell (``check_files``)."""
     from cnnrun.data.augment import build_augment
 
-    check = SOURCES.get(cfg["name"], path="data.name").metadata.get("check")
+    source = SOURCES.get(cfg["name"], path="data.name")
+    check = source.metadata.get("check")
     if check is not None:  # first: it names the source's own keys (image_size rather than the shape made from it)
         check(cfg)
     shape = cfg["input_shape"]
@@ -93,6 +99,9 @@ def check_data_config(cfg: dict[str, Any]) -> None:
                                               f"positive integers, got {shape!r}")
     check_shared_data_values(cfg)
     build_augment(cfg["augment"], shape)
+    check_files = source.metadata.get("check_files")
+    if reads and check_files is not None:
+        check_files(cfg)
 
 
 def check_shared_data_values(cfg: dict[str, Any]) -> None:

@@ -136,3 +136,13 @@ def check(name: str, cfg: dict[str, Any]) -> None:
         raise ConfigError("data.num_classes", f"{name} has {spec.num_classes} classes, got {cfg['num_classes']}")
     if not isinstance(cfg["download"], bool):
         raise ConfigError("data.download", f"must be true or false, got {cfg['download']!r}")
+
+
+def check_files(name: str, cfg: dict[str, Any]) -> None:
+    """Without ``data.download``, the files must be in ``data.root``: a run that will read them says so before
+    Lightning loads, not seconds later when it reads them."""
+    spec = SETS[name]
+    root = Path(os.path.expanduser(str(cfg["root"]))).resolve()
+    missing = _missing(spec, root)
+    if missing and not cfg["download"]:
+        raise _not_found(spec, root, missing)

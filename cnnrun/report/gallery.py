@@ -198,15 +198,21 @@ def checkerboard_figure(grey: torch.Tensor, layer_type: LayerType):
     return fig
 
 
-def gallery(plain: dict[str, Any], run_dir: Path, record: RunRecord, layer_type: LayerType) -> dict[str, float]:
-    """Draw the gallery picture of ``plain['kind']`` with the layers of ``layer_type`` into ``run_dir`` (and
-    TensorBoard); returns no metrics."""
+def check_gallery(plain: dict[str, Any]) -> None:
+    """The root keys, ``kind`` and ``image`` of a gallery config (no torch needed)."""
     check_root(plain)
     kind = plain["kind"]
     if kind not in KINDS:
         raise ConfigError("kind", f"unknown gallery kind {kind!r}{did_you_mean(str(kind), KINDS)} "
                                   f"(known: {', '.join(KINDS)})")
-    check_image(plain["image"])  # before anything heavy loads
+    check_image(plain["image"])
+
+
+def gallery(plain: dict[str, Any], run_dir: Path, record: RunRecord, layer_type: LayerType) -> dict[str, float]:
+    """Draw the gallery picture of ``plain['kind']`` with the layers of ``layer_type`` into ``run_dir`` (and
+    TensorBoard); returns no metrics."""
+    check_gallery(plain)
+    kind = plain["kind"]
     grey = load_grey(plain["image"])
     if kind == "kernels":
         fig = kernels_figure(grey, kernel_layers(layer_type, tuple(grey.shape)))

@@ -145,3 +145,17 @@ def test_cli_reports_absent_data_in_one_line(tmp_path):
     error = [line for line in lines if line.startswith("error: ")]
     assert len(error) == 1 and error[0].startswith("error: data.root: mnist not found")
     assert "python -m cnnrun data=mnist data.download=true" in error[0] and "Traceback" not in proc.stderr
+
+
+def test_missing_files_are_refused_before_lightning_for_a_run_that_reads_them_only(tmp_path):
+    """A training or test run is told its data set is not on disk by the checks before Lightning loads; a summary
+    (which reads no data) of the same config is not refused."""
+    from cnnrun.run import check_with_torch
+
+    plain = to_plain(compose(["data=cifar10", f"data.root={tmp_path}", "mode=summary"]))
+    check_with_torch(plain)
+    for mode in ("train", "test"):
+        plain["mode"] = mode
+        with pytest.raises(ConfigError) as err:
+            check_with_torch(plain)
+        assert err.value.path == "data.root" and "cifar10 not found" in err.value.message

@@ -11,6 +11,7 @@ from cnnrun import ConfigError
 from cnnrun.layers.registry import get_layer_type
 from cnnrun.record import RunRecord
 from cnnrun.report import gallery as G
+from tests.cli.test_errors import heavy_hook
 from tests.conftest import run_cli
 
 # Table 5.3, written out from the chapter (not taken from cnnrun's table)
@@ -176,6 +177,7 @@ def test_cli_gallery_and_its_errors(tmp_path):
     assert (run_dir / "gallery_kernels.png").is_file()
     record = json.loads((run_dir / "metrics.json").read_text())
     assert record["status"] == "completed" and record["mode"] == "gallery"
-    proc = run_cli(["mode=gallery", "image=nowhere/cat.jpg"], cwd=tmp_path)
+    proc = run_cli(["mode=gallery", "image=nowhere/cat.jpg"], cwd=tmp_path, env=heavy_hook(tmp_path))
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["error: image: no image file at nowhere/cat.jpg"]
+    assert "HEAVY []" in proc.stdout, proc.stdout[-2000:]  # said before torch is imported
