@@ -25,6 +25,10 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from cnnrun.errors import ConfigError, check_keys, did_you_mean
 
+if TYPE_CHECKING:  # torch loads when weights are read: the config check needs none
+    import torch
+    from torch import nn
+
 # torchvision builder keyword arguments that give the architecture the zoo model reproduces
 ARCHS: dict[str, dict[str, Any]] = {
     "alexnet": {},
@@ -35,10 +39,6 @@ ARCHS: dict[str, dict[str, Any]] = {
     "googlenet": {"aux_logits": False, "init_weights": False},
 }
 # tensors of torchvision's published files that the architecture above does not use (GoogLeNet's auxiliary heads)
-if TYPE_CHECKING:
-    import torch
-    from torch import nn
-
 IGNORED_PREFIXES: dict[str, tuple[str, ...]] = {"googlenet": ("aux1.", "aux2.")}
 INIT_KEYS = ("torchvision", "path", "strict")
 
