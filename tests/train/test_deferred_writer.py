@@ -101,3 +101,22 @@ def test_a_run_ends_after_its_slowest_picture_is_written(monkeypatch, tmp_path):
     assert [e.step for e in images["filters/first_layer"]] == [1, 2]
     assert [e.step for e in images["feature_maps/input"]] == [1, 2]
     assert len(images["test/confusion_matrix"]) == len(images["test/misclassified"]) == 1
+
+
+def test_a_picture_that_cannot_be_written_fails_the_run_and_its_record_says_why(monkeypatch, tmp_path):
+    import json
+
+    monkeypatch.setattr(trainer_mod, "writer_thread_pays", lambda accelerator: True)
+    add_image = SummaryWriter.add_image
+
+    def full_disk(self, tag, *args, **kwargs):
+        if tag == "filters/first_layer":
+            raise OSError(28, "No space left on device")
+        return add_image(self, tag, *args, **kwargs)
+
+    monkeypatch.setattr(SummaryWriter, "add_image", full_disk)
+    with pytest.raises(OSError, match="No space left on device"):
+        run(compose([*QUIET, "trainer.max_epochs=1", "trainer.limit_train_batches=2"]), output_dir=tmp_path)
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["status"] == "failed" and "No space left on device" in record["error"]
+    assert not [t for t in threading.enumerate() if t.name.startswith("cnnrun-dashboards")]
