@@ -78,6 +78,17 @@ def make_sampler(settings: dict[str, Any], key: str = "hydra.sweeper.sampler"):
         raise SweepConfigError(key, f"{entry.origin}: {err}") from None
 
 
+def resumed_sampler_settings(settings: dict[str, Any], earlier: int) -> dict[str, Any]:
+    """The sampler settings for a study that already has ``earlier`` trials: a seeded sampler gets a seed made from
+    (its seed, ``earlier``). With its own seed again it would draw the random proposals it drew when the study began
+    and run its first points a second time; so seeded, a resumed search goes on with new points and is still
+    reproducible. Unseeded settings and a new study keep theirs."""
+    seed = settings.get("seed")
+    if not earlier or seed is None:
+        return settings
+    return {**settings, "seed": (int(seed) * 1_000_003 + earlier) % 2**32}
+
+
 def _quoted(text: str) -> str:
     """A string as a quoted value of Hydra's override grammar (no interpolation)."""
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("${", "\\${") + "'"
@@ -271,6 +282,8 @@ class CnnrunOptunaSweeper(Sweeper):
         study, storage = self._create_study(space, sampler, pruner, spec)
         self._fail_stale(study)
         earlier, finished = len(study.trials), _finished(study)
+        if earlier:  # a resumed study: new random proposals, not its first ones again
+            study.sampler = make_sampler(resumed_sampler_settings(self.sampler_settings, earlier))
         to_run = max(0, self.n_trials - finished)
         log.info(f"Optuna study '{study.study_name}' in {mask_credentials(storage)}: {earlier} earlier trials "
                  f"({finished} finished), {to_run} to run for n_trials={self.n_trials} "

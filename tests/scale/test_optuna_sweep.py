@@ -101,6 +101,8 @@ def test_study_prunes_survives_failures_and_resumes(tmp_path):
     new = study.trials[6:]
     assert all(t.state.name in ("COMPLETE", "PRUNED") and t.intermediate_values for t in new)
     assert all(set(t.params) == {"optim.lr"} for t in new)
+    sampled = {t.params["optim.lr"] for t in study.trials[4:6]}  # the first run's sampled (not enqueued) trials
+    assert not sampled & {t.params["optim.lr"] for t in new}  # a resumed seeded sampler does not draw them again
     check_jobs_match_study(sweep, study)
     for t in new:
         record = json.loads((jobs_by_number(sweep)[t.number] / "metrics.json").read_text())

@@ -11,7 +11,7 @@ from cnnrun.config import CONFIG_DIR, register_with_hydra
 from cnnrun.errors import ConfigError
 from cnnrun.trials import make_pruner, pruner_spec
 from hydra_plugins.cnnrun_optuna_sweeper._space import SweepConfigError, search_space
-from hydra_plugins.cnnrun_optuna_sweeper.optuna_sweeper import make_sampler
+from hydra_plugins.cnnrun_optuna_sweeper.optuna_sweeper import make_sampler, resumed_sampler_settings
 
 
 def test_sweep_grammar_to_optuna_distributions():
@@ -108,6 +108,39 @@ def test_sampler_settings():
     with pytest.raises(SweepConfigError, match="unknown argument 'n_startup_trials'.*valid arguments: seed") as err:
         make_sampler({"name": "random", "args": {"n_startup_trials": 3}})
     assert err.value.key == "hydra.sweeper.sampler.args"
+
+
+def test_a_resumed_seeded_study_proposes_new_points_the_same_ones_every_time():
+    """A seeded sampler built again for a study that has trials would draw its first random proposals again; with the
+    resumed settings it goes on with other points, and two resumes of the same study propose the same ones."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    space = {"x": FloatDistribution(0.0, 1.0)}
+    settings = {"name": "tpe", "seed": 3, "n_startup_trials": 10}
+
+    def ask(study, n):
+        values = []
+        for _ in range(n):
+            trial = study.ask(space)
+            study.tell(trial, trial.params["x"])
+            values.append(trial.params["x"])
+        return values
+
+    def begin_and_resume():
+        study = optuna.create_study(sampler=make_sampler(settings))
+        first = ask(study, 3)
+        study.sampler = make_sampler(resumed_sampler_settings(settings, len(study.trials)))
+        return first, ask(study, 3)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    first, then = begin_and_resume()
+    again = optuna.create_study(sampler=make_sampler(settings))
+    assert ask(again, 3) == first  # the premise: the same seed draws the same first points
+    assert not set(first) & set(then)
+    assert begin_and_resume() == (first, then)
+    assert resumed_sampler_settings(settings, 0) == settings
+    assert resumed_sampler_settings({**settings, "seed": None}, 5)["seed"] is None
 
 
 def test_shipped_search_config_searches_keys_that_exist():
