@@ -187,8 +187,8 @@ def confusion_figure(matrix: torch.Tensor):
         dark = counts.max() / 2
         shown = [(j, i, int(count)) for (i, j), count in np.ndenumerate(counts) if count]  # empty cells stay blank
         ax.add_collection(centred_labels([str(c) for _, _, c in shown], [(j, i) for j, i, _ in shown],
-                                         ["white" if c > dark else "black" for _, _, c in shown], size, ax,
-                                         fig.dpi), autolim=False)
+                                         ["white" if c > dark else "black" for _, _, c in shown], size, ax),
+                          autolim=False)
     if box is None:  # lay it out now, and keep where the axes went for the next matrix of n classes
         from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -199,8 +199,7 @@ def confusion_figure(matrix: torch.Tensor):
     return fig
 
 
-def centred_labels(texts: list[str], positions: list[tuple[float, float]], colours: list[str], size: float, ax,
-                   dpi: float):
+def centred_labels(texts: list[str], positions: list[tuple[float, float]], colours: list[str], size: float, ax):
     """Short one-line ``texts``, each centred on its position (``ax``'s data coordinates), ``size`` points high, as
     one collection of glyph outlines (matplotlib's ``TextPath``, in the default font): a confusion matrix's hundred
     counts draw in about 3 ms instead of 80 ms as ``Text`` artists, which lay out and render each one on its own."""
@@ -209,7 +208,8 @@ def centred_labels(texts: list[str], positions: list[tuple[float, float]], colou
 
     paths = [_centred_outline(text, size) for text in texts]
     return PathCollection(paths, offsets=positions, offset_transform=ax.transData, facecolors=colours,
-                          edgecolors="none", transform=Affine2D().scale(dpi / 72), zorder=3, in_layout=False)
+                          edgecolors="none", transform=Affine2D().scale(ax.figure.dpi / 72), zorder=3,
+                          in_layout=False)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from cnnrun.checks import fraction
 from cnnrun.errors import ConfigError, did_you_mean
+from cnnrun.lazy import lazy_exports
 from cnnrun.registry import Registry
 
 if TYPE_CHECKING:  # numpy and torch load with the data: the config checks run before torch is imported
@@ -198,14 +199,8 @@ def load_data(cfg: dict[str, Any]) -> Splits:
     return splits
 
 
-def __getattr__(name: str) -> Any:
-    """``Splits`` and ``stratified_split`` from :mod:`cnnrun.data.splits`, imported on first use (with numpy and
-    torch)."""
-    if name in ("Splits", "stratified_split"):
-        from cnnrun.data import splits
-
-        return getattr(splits, name)
-    raise AttributeError(f"module 'cnnrun.data' has no attribute '{name}'")
+# ``Splits`` and ``stratified_split`` from :mod:`cnnrun.data.splits`, imported on first use (with numpy and torch)
+__getattr__ = lazy_exports(globals(), {"Splits": "cnnrun.data.splits", "stratified_split": "cnnrun.data.splits"})
 
 
 __all__ = ["Splits", "load_data", "check_data_config", "check_shared_data_values", "SOURCES", "stratified_split"]

@@ -242,7 +242,8 @@ def run_checkpoint_io(accelerator: str = "auto"):
 
 
 def writer_thread_pays(accelerator: str) -> bool:
-    """Whether a checkpoint writer thread makes training faster: when the training leaves a CPU core for it (torch's
+    """Whether a writer thread (checkpoints, :mod:`cnnrun.train.checkpoint_io`; dashboard pictures,
+    :mod:`cnnrun.train.deferred_writer`) makes training faster: when the training leaves a CPU core for it (torch's
     threads fewer than the cores this process may use) or trains on a GPU. On a CPU whose every core runs a torch
     thread, the writer takes turns with threads that spin-wait for each other: LeNet-5 on 2 cores with 2 threads
     fitted 1.05-1.17x slower with it, with 1 thread 0.92-1.02x (benchmarks/RESULTS.md)."""
