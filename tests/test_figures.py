@@ -116,7 +116,10 @@ def grid_of(fig) -> np.ndarray:
 
 @pytest.mark.parametrize("n", [7, 1])
 def test_misclassified_grid_has_room_for_each_label(n):
-    """Rows of 5 samples on white, each with 26 white pixels above it for its text 'true y / pred p'."""
+    """Rows of 5 samples on white, each with 26 white pixels above it for its two lines of text, 'true y' over
+    'pred p' (matplotlib's own glyph outlines of those texts), drawn in that room and nowhere else."""
+    from matplotlib.textpath import TextPath
+
     torch.manual_seed(2)
     x = torch.randn(n, 1, 28, 28)
     y, pred = torch.arange(n), (torch.arange(n) + 1) % 10
@@ -126,18 +129,29 @@ def test_misclassified_grid_has_room_for_each_label(n):
     size, cols = 28 * factor, min(5, n)
     rows = math.ceil(n / cols)
     assert grid.shape == (rows * (size + label + pad) + pad, cols * (size + pad) + pad, 3)
-    texts = fig.axes[0].texts
-    assert [t.get_text() for t in texts] == [f"true {i}\npred {(i + 1) % 10}" for i in range(n)]
-    painted = np.zeros(grid.shape[:2], dtype=bool)
+    (labels,) = fig.axes[0].collections
+    lines = [text for i in range(n) for text in (f"true {i}", f"pred {(i + 1) % 10}")]
+    assert len(labels.get_paths()) == len(lines)
+    for path, text in zip(labels.get_paths(), lines):
+        assert np.allclose(path.vertices, TextPath((0, 0), text, size=8).vertices), text
+    offsets = labels.get_offsets()
+    drawn = figures.figure_image(fig).transpose(1, 2, 0).astype(np.float64)
+    ink = np.abs(drawn - grid * 255).max(axis=2) > 60  # what the figure adds to the grid: the labels
+    painted, rooms = np.zeros(grid.shape[:2], dtype=bool), np.zeros(grid.shape[:2], dtype=bool)
     for i in range(n):
         r, c = divmod(i, cols)
         top, left = r * (size + label + pad) + label + pad, c * (size + pad) + pad
         shown = grid[top:top + size, left:left + size, 0] * 255
         assert np.abs(block_centres(shown, factor) - scaled(x[i, 0])).max() < 0.01, i
         painted[top:top + size, left:left + size] = True
-        tx, ty = texts[i].get_position()
-        assert left <= tx < left + size and top - label <= ty <= top  # above its own sample, in the white room
+        rooms[top - label:top, left:left + size] = True
+        (tx, ty_true), (_, ty_pred) = offsets[2 * i], offsets[2 * i + 1]
+        assert left <= tx < left + size and top - label <= ty_true < ty_pred <= top  # 'true' over 'pred', above it
+        room = ink[top - label:top, left:left + size]
+        ink_rows = np.nonzero(room.any(axis=1))[0]
+        assert room.any() and ink_rows[-1] - ink_rows[0] >= 16, i  # two lines of text of 8 points at 100 dpi
     assert (grid[~painted] == 1).all()  # everything else is white
+    assert not ink[~rooms].any()  # the labels stay in their rooms
 
 
 def test_figure_image_is_the_rendered_canvas():
