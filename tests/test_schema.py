@@ -122,3 +122,20 @@ def test_the_cli_refuses_a_wrong_type_in_one_line_before_importing_torch(tmp_pat
     assert one_error_line(proc) == "error: optim.lr: must be a number, got 'abc'"
     assert "HEAVY []" in proc.stdout
     assert not Path(tmp_path / "outputs").exists()
+
+
+def test_the_schemas_are_stored_once_per_process():
+    """Every schema is in Hydra's config store under ``schema/``, as the dataclass it was made from; registering
+    again (every run does, and a sweep's jobs share the process) keeps the stored nodes instead of storing anew."""
+    from hydra.core.config_store import ConfigStore
+
+    from cnnrun.schema import register_schemas
+
+    register_schemas()
+    store = ConfigStore.instance()
+    stored = {name: store.load(f"schema/{name}.yaml") for name in SCHEMAS}
+    for name, schema in SCHEMAS.items():
+        assert OmegaConf.get_type(stored[name].node) is schema, name
+    nodes = {name: store._load(f"schema/{name}.yaml") for name in SCHEMAS}
+    register_schemas()
+    assert all(store._load(f"schema/{name}.yaml") is node for name, node in nodes.items())
