@@ -78,13 +78,11 @@ def test_job_folders_are_read_in_the_order_of_their_numbers(tmp_path):
 def test_a_refresh_parses_only_the_configs_it_has_not_seen(tmp_path, monkeypatch):
     """The report is rebuilt after every job of a sweep: each job's config.yaml is parsed once, not at every refresh
     (which made a sweep's refresh grow with its jobs), and the refresh still sees a new job."""
-    from omegaconf import OmegaConf
-
     from cnnrun.report import build_report
 
     parsed = []
-    load = OmegaConf.load
-    monkeypatch.setattr(OmegaConf, "load", lambda source: parsed.append(source) or load(source))
+    load = yaml.load
+    monkeypatch.setattr(yaml, "load", lambda source, **kw: parsed.append(source) or load(source, **kw))
     for num, seed in enumerate((101, 102)):  # seeds of this test only: no other test's configs were seen
         fake_job(tmp_path, num, "baseline", seed, 0.8, config=resolved(seed, "baseline"))
     build_report(tmp_path, figure=False)
