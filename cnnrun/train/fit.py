@@ -128,9 +128,10 @@ def _train_and_test(plain: dict[str, Any], module: Classifier, datamodule: InMem
     metrics = {k: last[k] for k in ("train/loss", "train/acc", "val/loss", "val/acc") if k in last}
     if plain["mode"] == "train":
         # The generalization gap needs the training accuracy of the selected weights without dropout, augmentation
-        # or mixing: evaluate them on the training split, as on the validation and test splits.
+        # or mixing: evaluate them on the training split, as on the validation and test splits. The test above
+        # loaded them into the module: no second load of the checkpoint.
         module.eval_stage = "train_eval"
-        trainer.test(module, dataloaders=clean_train_loader(datamodule), ckpt_path=test_ckpt, verbose=False)
+        trainer.test(module, dataloaders=clean_train_loader(datamodule), ckpt_path=None, verbose=False)
         module.eval_stage = "test"
     metrics.update(getattr(module, "eval_metrics", {}))
     if "train_eval/acc" in metrics:

@@ -29,17 +29,18 @@ def fit(overrides, out):
     return json.loads((out / "metrics.json").read_text())
 
 
-def evaluate_on_val(overrides, ckpt_path):
-    """(val/loss, val/acc) of a checkpoint's weights: a plain forward pass over the validation split."""
+def evaluate_on_val(overrides, ckpt_path, split="val"):
+    """(loss, acc) of a checkpoint's weights on a split (the validation split unless told): a plain forward pass."""
     cfg = to_plain(compose(overrides))
     data = load_data(cfg["data"])
     model = build_model(cfg["model"], cfg["data"]["input_shape"], cfg["data"]["num_classes"])
     state = torch.load(ckpt_path, weights_only=True)["state_dict"]
     model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
     model.eval()
+    x, y = getattr(data, f"{split}_x").float(), getattr(data, f"{split}_y")
     with torch.no_grad():
-        logits = model(data.val_x.float())
-    return float(F.cross_entropy(logits, data.val_y)), float((logits.argmax(1) == data.val_y).float().mean())
+        logits = model(x)
+    return float(F.cross_entropy(logits, y)), float((logits.argmax(1) == y).float().mean())
 
 
 def best_epoch(history):
@@ -92,6 +93,20 @@ def test_another_monitor_selects_by_it(by_loss):
     assert torch.load(out / "checkpoints" / "best.ckpt", weights_only=True)["epoch"] == expected
     chosen = next(h for h in history if h["epoch"] == expected)
     assert record["metrics"]["best/val_acc"] == pytest.approx(chosen["val/acc"])
+
+
+def test_the_test_split_and_the_training_split_are_evaluated_with_the_selected_weights(by_loss):
+    """test/* and train_eval/* (the generalization gap's training accuracy) are the selected checkpoint's, not the
+    last epoch's weights."""
+    out, record = by_loss
+    overrides = [*TIES, "trainer.max_epochs=8", "callbacks.checkpoint.monitor=val/loss", "callbacks.checkpoint.mode=min"]
+    best, last = out / "checkpoints" / "best.ckpt", out / "checkpoints" / "last.ckpt"
+    metrics = record["metrics"]
+    for split, stage in (("test", "test"), ("train", "train_eval")):
+        loss, acc = evaluate_on_val(overrides, best, split)
+        assert acc == pytest.approx(metrics[f"{stage}/acc"], abs=1e-6), stage
+        assert loss == pytest.approx(metrics[f"{stage}/loss"], rel=1e-5), stage
+        assert evaluate_on_val(overrides, last, split)[0] != pytest.approx(loss, rel=1e-5)  # the premise: they differ
 
 
 def test_last_checkpoint_holds_the_last_epoch(by_loss):
