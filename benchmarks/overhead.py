@@ -14,6 +14,12 @@ cost per epoch weighs less.
                                   [override ...]
 
 Overrides after the options apply to cnnrun's run only (``logger=none``: what TensorBoard and the dashboards cost).
+
+Besides each fit's whole time, every loop clocks the start of each epoch: the time from the second epoch's start to
+the end of training, divided by the epochs after the first, is the **per-epoch cost** (training, validation and
+whatever each epoch does: checkpoints, logging, the periodic dashboards), without the fixed cost of a fit (set-up
+before the first step, the first epoch's one-off work, the end), which is reported apart as the whole time less
+the per-epoch cost times the epochs.
 """
 from __future__ import annotations
 
@@ -23,7 +29,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -66,10 +72,22 @@ def _setup(epochs: int, seed: int, workload: Sequence[str] = ()):
     return model, opt, epoch, train, val
 
 
-def plain_loop(epochs: int, seed: int = 0, workload: Sequence[str] = ()) -> float:
+class Timing(NamedTuple):
+    total: float  # the fit, s
+    per_epoch: float  # from the second epoch's start to the end, per epoch after the first, s
+
+
+def per_epoch(starts: list[float], end: float) -> float:
+    """The mean epoch time after the first, from the epochs' start times and the end of the last (nan for one epoch)."""
+    return (end - starts[1]) / (len(starts) - 1) if len(starts) > 1 else float("nan")
+
+
+def plain_loop(epochs: int, seed: int = 0, workload: Sequence[str] = ()) -> Timing:
     model, opt, epoch, train, val = _setup(epochs, seed, workload)
+    starts = []
     start = time.perf_counter()
     for e in range(epochs):
+        starts.append(time.perf_counter())
         epoch["n"] = e
         model.train()
         for x, y in train:
@@ -84,10 +102,29 @@ def plain_loop(epochs: int, seed: int = 0, workload: Sequence[str] = ()) -> floa
                 out = model(x)
                 loss_sum += float(F.cross_entropy(out, y, reduction="sum"))
                 correct += int((out.argmax(1) == y).sum())
-    return time.perf_counter() - start
+    end = time.perf_counter()
+    return Timing(end - start, per_epoch(starts, end))
 
 
-def bare_lightning(epochs: int, seed: int = 0, workload: Sequence[str] = ()) -> float:
+def epoch_clock():
+    """A Lightning callback that notes when each training epoch starts and when training ends."""
+    import pytorch_lightning as pl
+
+    class EpochClock(pl.Callback):
+        def __init__(self):
+            self.starts: list[float] = []
+            self.end = 0.0
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            self.starts.append(time.perf_counter())
+
+        def on_train_end(self, trainer, pl_module):
+            self.end = time.perf_counter()
+
+    return EpochClock()
+
+
+def bare_lightning(epochs: int, seed: int = 0, workload: Sequence[str] = ()) -> Timing:
     """The floor of any Lightning-based runner: the plain loop's step inside a LightningModule (manual
     optimisation, no callbacks, logger, checkpoints or metrics), run by pl.Trainer."""
     import pytorch_lightning as pl
@@ -117,17 +154,34 @@ def bare_lightning(epochs: int, seed: int = 0, workload: Sequence[str] = ()) -> 
         def on_train_epoch_start(self):
             epoch["n"] = self.current_epoch
 
+    clock = epoch_clock()
     trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu", devices=1)
+                         enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu", devices=1,
+                         callbacks=[clock])
     start = time.perf_counter()
     trainer.fit(Bare(), train, val)
-    return time.perf_counter() - start
+    return Timing(time.perf_counter() - start, per_epoch(clock.starts, clock.end))
 
 
-def cnnrun_fit(epochs: int, progress_bar: bool, workload: Sequence[str] = ()) -> float:
-    with tempfile.TemporaryDirectory() as tmp:
-        run(compose(overrides(epochs, progress_bar, workload)), output_dir=tmp)
-        return json.loads((Path(tmp) / "metrics.json").read_text())["fit_s"]
+def cnnrun_fit(epochs: int, progress_bar: bool, workload: Sequence[str] = ()) -> Timing:
+    """cnnrun's run; its fit time from metrics.json, its epochs clocked by a callback added to its Trainer."""
+    import cnnrun.train.fit as fit
+
+    clock, make_trainer = epoch_clock(), fit.make_trainer
+
+    def clocked_trainer(*args, **kwargs):
+        trainer = make_trainer(*args, **kwargs)
+        trainer.callbacks.append(clock)
+        return trainer
+
+    fit.make_trainer = clocked_trainer
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            run(compose(overrides(epochs, progress_bar, workload)), output_dir=tmp)
+            fit_s = json.loads((Path(tmp) / "metrics.json").read_text())["fit_s"]
+    finally:
+        fit.make_trainer = make_trainer
+    return Timing(fit_s, per_epoch(clock.starts, clock.end))
 
 
 def main() -> None:
@@ -146,11 +200,12 @@ def main() -> None:
     cnnrun_fit(1, False, cnnrun_workload)  # warm-up: first-use costs (imports, allocator) out of the timings
     plain_loop(1, workload=workload)
     bare_lightning(1, workload=workload)
-    times: dict[str, list[float]] = {"plain loop": [], "cnnrun fit": [], "bare Lightning": []}
+    timings: dict[str, list[Timing]] = {"plain loop": [], "cnnrun fit": [], "bare Lightning": []}
     for _ in range(args.repeats):
-        times["plain loop"].append(plain_loop(args.epochs, workload=workload))
-        times["cnnrun fit"].append(cnnrun_fit(args.epochs, args.progress_bar, cnnrun_workload))
-        times["bare Lightning"].append(bare_lightning(args.epochs, workload=workload))
+        timings["plain loop"].append(plain_loop(args.epochs, workload=workload))
+        timings["cnnrun fit"].append(cnnrun_fit(args.epochs, args.progress_bar, cnnrun_workload))
+        timings["bare Lightning"].append(bare_lightning(args.epochs, workload=workload))
+    times = {name: [t.total for t in ts] for name, ts in timings.items()}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.epochs} epochs of {args.workload} "
           f"({' '.join(workload) or 'digits/lenet5'}; cnnrun: {' '.join(args.cnnrun_overrides) or 'as configured'})")
     plain = times["plain loop"]
@@ -163,6 +218,22 @@ def main() -> None:
     fit, bare = times["cnnrun fit"], times["bare Lightning"]  # the framework's floor: cnnrun's own cost over it
     print(f"cnnrun / bare Lightning: of the medians {statistics.median(fit) / statistics.median(bare):.3f}, "
           f"median of the paired ratios {statistics.median(c / b for c, b in zip(fit, bare)):.3f}")
+    report_per_epoch(timings, args.epochs)
+
+
+def report_per_epoch(timings: dict[str, list[Timing]], epochs: int) -> None:
+    """Each loop's per-epoch cost and fixed cost per fit; the per-epoch ratios, paired per repeat."""
+    epoch = {name: [t.per_epoch for t in ts] for name, ts in timings.items()}
+    for name, ts in timings.items():
+        fixed = [t.total - t.per_epoch * epochs for t in ts]
+        print(f"{name:15s} per epoch: median {1000 * statistics.median(epoch[name]):.1f} ms "
+              f"{sorted(round(1000 * v, 1) for v in epoch[name])}; fixed per fit: median "
+              f"{1000 * statistics.median(fixed):.0f} ms")
+    for num, den in (("cnnrun fit", "bare Lightning"), ("cnnrun fit", "plain loop"), ("bare Lightning", "plain loop")):
+        paired = statistics.median(a / b for a, b in zip(epoch[num], epoch[den]))
+        print(f"per epoch, {num} / {den}: of the medians "
+              f"{statistics.median(epoch[num]) / statistics.median(epoch[den]):.3f}, median of the paired ratios "
+              f"{paired:.3f}")
 
 
 if __name__ == "__main__":
