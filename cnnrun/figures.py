@@ -188,7 +188,7 @@ def confusion_figure(matrix: torch.Tensor):
         dark = counts.max() / 2
         shown = [(j, i, int(count)) for (i, j), count in np.ndenumerate(counts) if count]  # empty cells stay blank
         ax.add_collection(glyph_labels([str(c) for _, _, c in shown], [(j, i) for j, i, _ in shown],
-                                         ["white" if c > dark else "black" for _, _, c in shown], size, ax),
+                                       ["white" if c > dark else "black" for _, _, c in shown], size, ax),
                           autolim=False)
     if box is None:  # lay it out now, and keep where the axes went for the next matrix of n classes
         from matplotlib.backends.backend_agg import FigureCanvasAgg
