@@ -63,7 +63,7 @@ def plain(workload: str, epochs: int, threads: int | None) -> float:
     """The plain loop's time, in a fresh process with ``threads`` torch threads (None: torch's default)."""
     code = ("import sys, torch; sys.path.insert(0, 'benchmarks'); from overhead import plain_loop; "
             f"{'torch.set_num_threads(%d); ' % threads if threads else ''}"
-            f"print(plain_loop({epochs}, workload={WORKLOADS[workload]!r}))")
+            f"print(plain_loop({epochs}, workload={WORKLOADS[workload]!r}).total)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env({}), check=True, capture_output=True,
                          text=True).stdout
     return float(out.strip().splitlines()[-1])
