@@ -230,8 +230,8 @@ def _outline(text: str, size: float, centred: bool):
 
 
 # The confusion matrix's axes box (figure fractions) by number of classes, from the constrained layout of the first
-# such figure: the title, labels and ticks, which decide it, are the same for every matrix of n classes, and laying
-# out a figure took 30 ms of its drawing (a sweep's jobs draw one each).
+# such figure: what decides it (the title's height, the axis labels, the class ticks) is the same for every matrix of
+# n classes, and laying out a figure took 30 ms of its drawing (a sweep's jobs draw one each).
 _CONFUSION_AXES: dict[int, tuple[float, float, float, float]] = {}
 
 
