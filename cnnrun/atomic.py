@@ -41,6 +41,44 @@ def is_temporary(path: Path) -> bool:
     return path.name.startswith(".") and path.name.endswith(TEMP_SUFFIX)
 
 
+def writer_pid(path: Path) -> int | None:
+    """The process id in the name of a temporary file of :func:`atomic_write`; None for any other file."""
+    if not is_temporary(path):
+        return None
+    parts = path.name[: -len(TEMP_SUFFIX)].rsplit(".", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+
+
+def _running(pid: int) -> bool:
+    if os.name != "posix":  # elsewhere os.kill(pid, 0) would end the process, not ask about it
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but belongs to someone else, or the platform cannot tell: leave its files alone
+        return True
+    return True
+
+
+def remove_stray_temporaries(folder: str | os.PathLike) -> tuple[int, int]:
+    """Remove the temporary files below ``folder`` whose writer no longer runs (a process killed while writing);
+    how many were removed, and their bytes. A folder that a run takes over again (a resume) calls this first, so that killed attempts do
+    not pile up partial checkpoints. Files of a writer still running on this machine stay."""
+    removed = freed = 0
+    for path in Path(folder).rglob(f".*{TEMP_SUFFIX}"):
+        pid = writer_pid(path)
+        if pid is None or pid == os.getpid() or _running(pid):
+            continue
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except OSError:
+            continue
+        removed, freed = removed + 1, freed + size
+    return removed, freed
+
+
 def _open_new(path: Path):
     # O_EXCL: never write into a file that someone else created; 0o666 minus the umask, as open() would
     return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb")

@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from cnnrun.atomic import check_writable, unwritable_cause
+from cnnrun.atomic import check_writable, remove_stray_temporaries, unwritable_cause
 from cnnrun.config import check_root, command_line, import_user_modules, run_dir_and_overrides, to_plain
 from cnnrun.errors import ConfigError, Diverged
 from cnnrun.record import RunRecord, started_with
@@ -230,6 +230,10 @@ def _continuation(run_dir: Path, plain: dict[str, Any], cfg: DictConfig) -> Cont
         return Continuation("fresh")
     if continuation.note:
         print(continuation.note, flush=True)
+    removed, freed = remove_stray_temporaries(run_dir)
+    if removed:
+        print(f"{run_dir}: removed {removed} partial file{'s' * (removed != 1)} ({freed / 2**20:.1f} MiB) that "
+              f"killed writes left", flush=True)
     return continuation
 
 

@@ -1,7 +1,8 @@
 """Interruption and resume from the command line: a run killed with SIGKILL after an epoch, or stopped with SIGINT
 (Ctrl-C) or SIGTERM, and continued with ``python -m cnnrun resume=<run folder>``, ends with the same weights
 (torch.equal on last.ckpt's state_dict) and the same metrics.json metrics and history as the run that was never
-stopped, in its own folder (no second folder under outputs/).
+stopped, in its own folder (no second folder under outputs/). The resume removes the partial files that killed
+writers left (a dead process's), and only those.
 
 Runs stop at a chosen epoch: they import tests/train/test_interrupt.py (``imports=``), whose hook sends the process
 the signal right after last.ckpt of that epoch is written (``CNNRUN_TEST_STOP``). Dropout, augmentation (digits'
@@ -9,7 +10,11 @@ recipe) and mixup are on, so every random stream matters. Each command loads Lig
 is never stopped and the last resume of each test run in-process, with the same config and one thread, as the
 commands have it.
 """
+import contextlib
+import io
+import os
 import signal
+import subprocess
 
 import pytest
 
@@ -29,6 +34,13 @@ def straight(tmp_path_factory):
     out = tmp_path_factory.mktemp("straight")
     run(compose(ARGS), output_dir=out)
     return out
+
+
+def _dead_pid() -> int:
+    """The id of a process that has ended (and been reaped)."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
 
 
 def resume_here(run_dir) -> None:
@@ -55,8 +67,21 @@ def test_a_run_killed_after_an_epoch_resumes_to_the_same_weights_and_metrics(str
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     assert not (run_dir / "metrics.json").exists() and last_checkpoint(run_dir)["epoch"] == 1  # 2 epochs done
 
+    # what killed writers leave (named as atomic_write names its files): a dead writer's go, a live writer's stay
+    dead = _dead_pid()
+    strays = [run_dir / "checkpoints" / f".last.ckpt.{dead}.0a1b2c3d.tmp", run_dir / f".metrics.json.{dead}.9f.tmp"]
+    for path in strays:
+        path.write_bytes(b"x" * 1000)
+    alive = run_dir / "checkpoints" / f".best.ckpt.{os.getpid()}.77.tmp"
+    alive.write_bytes(b"partial")
+
     stop_after("fail", 1)  # the resume must not train a finished epoch again (training afresh would end alike)
-    resume_here(run_dir)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        resume_here(run_dir)
+    assert f"{run_dir}: removed 2 partial files (0.0 MiB) that killed writes left" in out.getvalue()
+    assert not any(path.exists() for path in strays) and alive.read_bytes() == b"partial"
+    alive.unlink()
     rec = record(run_dir)
     assert rec["status"] == "completed" and rec["epochs"] == EPOCHS
     assert rec["resumed"][0]["previous_status"] == "unfinished"  # killed: it wrote no metrics.json
