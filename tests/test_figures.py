@@ -190,10 +190,44 @@ def cell_ink(ax, image: np.ndarray, row: int, col: int) -> np.ndarray:
     return np.abs(cell - cell[:, :1, :1]).sum(axis=0) > 60
 
 
+def collection(ax, label: str):
+    (found,) = [c for c in ax.collections if c.get_label() == label]
+    return found
+
+
+def class_labels(fig, image: np.ndarray, label: str) -> list[tuple[str, tuple[int, int, int, int]]]:
+    """The class labels of one axis (the collection ``label``) as (text, ink box) pairs: each outline is checked to be
+    matplotlib's own glyphs of its text (``TextPath`` at 9 points, moved as a whole), and its box, in image pixels
+    (left, top, right, bottom; rows down), is where it is drawn: it holds ink and lies inside the image."""
+    from matplotlib.textpath import TextPath
+
+    (ax,) = fig.axes
+    labels = collection(ax, label)
+    scale, found = fig.dpi / 72, []
+    for path, (x, y) in zip(labels.get_paths(), labels.get_offsets()):
+        px, py = ax.transData.transform((x, y))
+        box = path.get_extents()
+        left, right = px + box.x0 * scale, px + box.x1 * scale
+        top, bottom = image.shape[1] - (py + box.y1 * scale), image.shape[1] - (py + box.y0 * scale)
+        assert 0 <= left and right <= image.shape[2] and 0 <= top and bottom <= image.shape[1]
+        text = None
+        for k in range(1000):
+            own = TextPath((0, 0), str(k), size=9).vertices
+            if own.shape == path.vertices.shape and np.allclose(path.vertices - path.vertices[0], own - own[0]):
+                text = str(k)
+                break
+        assert text is not None
+        region = image[:, int(top):int(np.ceil(bottom)) + 1, int(left):int(np.ceil(right)) + 1].astype(np.int64)
+        assert (region.sum(axis=0) < 255).any()  # dark ink
+        found.append((text, (int(left), int(top), int(np.ceil(right)), int(np.ceil(bottom)))))
+    return found
+
+
 def test_confusion_matrix_of_10_classes_is_legible_on_a_card():
     """Each non-empty cell shows its count (empty cells blank): drawn inside the cell, its digits at least 7 px high
-    on a card (a 10 px font: DejaVu Sans' digits are 0.73 em high) and one digit wider per digit of the count; every
-    other text at least 9 px high; nothing outside the image, and the matrix takes most of its width."""
+    on a card (a 10 px font: DejaVu Sans' digits are 0.73 em high) and one digit wider per digit of the count; the
+    class labels under each column and beside each row, every other text at least 9 px high; nothing outside the
+    image or on top of another text, and the matrix takes most of its width."""
     torch.manual_seed(4)
     matrix = torch.randint(0, 3, (10, 10)) + torch.diag(torch.randint(80, 1000, (10,)))
     fig = figures.confusion_figure(matrix)
@@ -216,13 +250,28 @@ def test_confusion_matrix_of_10_classes_is_legible_on_a_card():
         by_digits.setdefault(len(str(count)), []).append(px)
     digits = sorted(by_digits)
     assert len(digits) >= 2 and all(max(by_digits[a]) < min(by_digits[b]) for a, b in zip(digits, digits[1:]))
-    labels = [ax.title, ax.xaxis.label, ax.yaxis.label, *ax.get_xticklabels(), *ax.get_yticklabels()]
-    assert [t.get_text() for t in ax.get_xticklabels()] == [str(k) for k in range(10)]  # every class
-    for text in labels:
-        assert on_card_px(text, fig, width) >= 9, text.get_text()
-        box = text.get_window_extent(renderer)
-        assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= width and box.y1 <= height, text.get_text()
-    assert ax.get_window_extent(renderer).width >= 0.8 * width  # tight: little margin
+
+    matrix_box = ax.get_window_extent(renderer)
+    texts = {t.get_text(): t.get_window_extent(renderer) for t in (ax.title, ax.xaxis.label, ax.yaxis.label)}
+    boxes = [(t, (b.x0, height - b.y1, b.x1, height - b.y0)) for t, b in texts.items()]  # image pixels, rows down
+    for text, box in texts.items():
+        assert on_card_px(next(t for t in (ax.title, ax.xaxis.label, ax.yaxis.label) if t.get_text() == text),
+                          fig, width) >= 9, text
+        assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= width and box.y1 <= height, text
+    assert 9 * fig.dpi / 72 * CARD_PX / width >= 9  # the class labels' size on a card
+    columns, rows = class_labels(fig, image, "predicted classes"), class_labels(fig, image, "true classes")
+    assert [t for t, _ in columns] == [t for t, _ in rows] == [str(k) for k in range(10)]  # every class
+    for k, (_, (left, top, right, bottom)) in enumerate(columns):  # under its column, below the matrix
+        (cx, _), = ax.transData.transform([(k, 0)])
+        assert left < cx < right and top > height - matrix_box.y0
+    for k, (_, (left, top, right, bottom)) in enumerate(rows):  # beside its row, left of the matrix
+        (_, cy), = ax.transData.transform([(0, k)])
+        assert top < height - cy < bottom and right < matrix_box.x0
+    placed = boxes + [(f"class {t}", b) for t, b in columns + rows]
+    for i, (a, (l1, t1, r1, b1)) in enumerate(placed):
+        for b, (l2, t2, r2, b2) in placed[i + 1:]:
+            assert r1 < l2 or r2 < l1 or b1 < t2 or b2 < t1, (a, b)  # no two texts overlap
+    assert matrix_box.width >= 0.8 * width  # tight: little margin
 
 
 def test_confusion_matrix_of_100_classes_shows_colours_and_every_10th_class():
@@ -233,17 +282,17 @@ def test_confusion_matrix_of_100_classes_shows_colours_and_every_10th_class():
     fig = figures.confusion_figure(matrix)
     image = figures.figure_image(fig)
     (ax,) = fig.axes
-    assert not ax.texts and not ax.collections  # no counts
+    assert not ax.texts and [c.get_label() for c in ax.collections] == ["predicted classes", "true classes"]
     darkness = np.array([765 - cell_centre(ax, image, i, i).sum() for i in range(100)])
     order = np.argsort(counts.numpy())
     assert (np.diff(darkness[order]) >= 0).all() and darkness[order[-1]] > darkness[order[0]] + 300
     assert np.corrcoef(counts.numpy(), darkness)[0, 1] > 0.98  # a colour scale, not two colours
     assert 765 - cell_centre(ax, image, 3, 70).sum() < 20  # an empty cell is (nearly) white
-    renderer = fig.canvas.get_renderer()
-    for labels in (ax.get_xticklabels(), ax.get_yticklabels()):
-        assert [t.get_text() for t in labels] == [str(k) for k in range(0, 100, 10)]
-        boxes = [t.get_window_extent(renderer) for t in labels]
-        assert not any(a.overlaps(b) for a, b in zip(boxes, boxes[1:]))
+    for axis in ("predicted classes", "true classes"):
+        labels = class_labels(fig, image, axis)
+        assert [t for t, _ in labels] == [str(k) for k in range(0, 100, 10)]
+        for (_, (l1, t1, r1, b1)), (_, (l2, t2, r2, b2)) in zip(labels, labels[1:]):
+            assert r1 < l2 or b1 < t2  # apart: the next one to the right, or lower
 
 
 def test_a_confusion_matrix_of_as_many_classes_takes_the_first_ones_layout():
