@@ -28,11 +28,11 @@ from cnnrun.train.pruning import Pruned
 
 def check_before_imports(plain: dict[str, Any]) -> None:
     """The checks that need neither torch nor Lightning, run first so that a wrong value is reported within a second
-    of the command: the root keys, the data settings every source shares, the optimizer's and schedule's names and
-    the learning rate, the loss's name, regularization, the Trainer, callbacks and logger settings. The values that
-    builders check (a layer's, a source's, a schedule's, a loss's, an augmentation's) come with
-    :func:`check_with_torch`."""
-    from cnnrun.data import check_shared_data_values
+    of the command: the root keys, the data settings every source shares (and a torchvision set's shape, classes and
+    files), the optimizer's and schedule's names and the learning rate, the loss's name, regularization, the Trainer,
+    callbacks and logger settings. The values that builders check (a layer's, a source's, a schedule's, a loss's, an
+    augmentation's) come with :func:`check_with_torch`."""
+    from cnnrun.data import check_light_source, check_shared_data_values
     from cnnrun.train.dashboard_plan import dashboard_plan
     from cnnrun.train.objectives import check_loss_name, check_regularization_config
     from cnnrun.train.optim import check_optim_names
@@ -46,6 +46,7 @@ def check_before_imports(plain: dict[str, Any]) -> None:
 
         check_init_weights(init)
     check_shared_data_values(plain["data"])
+    check_light_source(plain["data"], reads=plain["mode"] in ("train", "test"))
     check_optim_names(plain["optim"], plain["sched"])
     check_loss_name(plain["loss"])
     check_regularization_config(plain["regularization"])

@@ -4,7 +4,8 @@ A source is a function from the data config to its samples: a tuple ``(x, y)`` o
 ``x``, ``y`` (the training pool) and optionally ``test_x``/``test_y`` and ``val_x``/``val_y`` (fixed splits, e.g.
 an official test set), ``classes`` (names) and ``value_range`` ((0, 1) for images). Register one in
 :data:`SOURCES` with ``@SOURCES.register(name, check=..., check_files=...)``; ``check`` validates its own keys
-before anything is loaded, ``check_files`` (optional) that its files are there, for a run that will read them.
+before anything is loaded, ``check_files`` (optional) that its files are there, for a run that will read them;
+``light=True`` says that both need neither torch nor numpy, so that they run before torch is imported.
 """
 from __future__ import annotations
 
@@ -51,14 +52,14 @@ def _register_torchvision(name: str) -> None:
         return torchvision_sets.load(name, cfg)
 
     def check(cfg):
-        from cnnrun.data import torchvision_sets
-        torchvision_sets.check(name, cfg)
+        from cnnrun.data import torchvision_layout
+        torchvision_layout.check(name, cfg)
 
     def check_files(cfg):
-        from cnnrun.data import torchvision_sets
-        torchvision_sets.check_files(name, cfg)
+        from cnnrun.data import torchvision_layout
+        torchvision_layout.check_files(name, cfg)
 
-    SOURCES.register(name, load, check=check, check_files=check_files)
+    SOURCES.register(name, load, check=check, check_files=check_files, light=True)
 
 
 for _name in ("mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100", "svhn"):
@@ -103,6 +104,19 @@ def check_data_config(cfg: dict[str, Any], reads: bool = False) -> None:
     check_files = source.metadata.get("check_files")
     if reads and check_files is not None:
         check_files(cfg)
+
+
+def check_light_source(cfg: dict[str, Any], reads: bool = False) -> None:
+    """A source registered with ``light=True`` (its ``check`` and ``check_files`` import neither torch nor numpy: the
+    torchvision sets' shape, classes and files) is checked before torch is imported, so that a data set that is not
+    on disk is reported within a second; :func:`check_data_config` checks it again with the rest."""
+    source = SOURCES.get(cfg["name"], path="data.name")
+    if not source.metadata.get("light"):
+        return
+    for name in ("check", "check_files") if reads else ("check",):
+        check = source.metadata.get(name)
+        if check is not None:
+            check(cfg)
 
 
 def check_shared_data_values(cfg: dict[str, Any]) -> None:

@@ -230,6 +230,8 @@ BEFORE_IMPORTS = [
     ("", "logger.dashboards", {"filters": -1}, "logger.dashboards.filters"),
     ("model=vgg11", "model.init_weights", {"torchvision": "vgg11", "path": "nowhere/vgg11.pth"},
      "model.init_weights.path"),
+    ("data=cifar10", "data.root", "nowhere", "data.root"),  # a data set that is not on disk
+    ("data=cifar10", "data.num_classes", 11, "data.num_classes"),  # a torchvision set's own check
 ]
 WITH_TORCH = [
     ("", "data.input_shape", [1, 2, 2], "data.input_shape"),  # the model's shapes (meta device)
@@ -237,7 +239,6 @@ WITH_TORCH = [
     ("loss=focal", "loss.gamma", -1, "loss.gamma"),  # an objective's value
     ("", "optim.momentum", -1, "optim"),  # torch's own check of the optimizer
     ("sched=step", "sched.step_size", 0, "sched.step_size"),  # a schedule's value
-    ("data=cifar10", "data.root", "nowhere", "data.root"),  # a data set that is not on disk
 ]
 
 
