@@ -3,10 +3,10 @@
 Each measurement is a fresh ``python -m cnnrun ...`` process, timed from its launch (median of ``--repeats``):
 
 - the import floor: ``python -c "import torch"`` and ``python -c "import pytorch_lightning"`` alone;
-- config errors of each kind: a wrong type (refused by the schema while Hydra composes), a value out of range and
-  an unknown name (:func:`cnnrun.run.check_before_imports`, before torch), a model that does not fit its input (built
-  on the meta device after torch is imported), a value only torch's optimizer checks (after ``torch._dynamo``, which
-  building a torch optimizer imports), all before Lightning is imported;
+- config errors of each kind: a wrong type (refused by the schema while Hydra composes), a value out of range, an
+  unknown name and a data set that is not on disk (:func:`cnnrun.run.check_before_imports`, before torch), a model
+  that does not fit its input (built on the meta device after torch is imported), a value only torch's optimizer
+  checks (after ``torch._dynamo``, which building a torch optimizer imports), all before Lightning is imported;
 - the default run's first training step (``trainer.max_epochs=1``, progress bar off): ``time_to_first_step_s`` from
   metrics.json counts from ``run()``'s start; the process's time before ``run()`` (interpreter, Hydra's composition)
   is the command's wall time less ``duration_s``, an upper bound that also counts the exit after the run.
@@ -31,6 +31,7 @@ ERRORS = {
     "unknown name (before torch)": ["loss.name=focall"],
     "model does not fit its input (meta device)": ["data.input_shape=[1,2,2]"],
     "optimizer value (torch's own check)": ["optim.momentum=-1"],
+    "data set not on disk (before torch)": ["data=cifar10", "data.root=nowhere"],
 }
 
 
