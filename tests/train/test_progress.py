@@ -67,6 +67,41 @@ def test_the_end_of_a_fit_does_not_wait_for_the_bars_next_redraw():
     assert ended.wait(60), "the fit's end waited for the progress bar's next redraw"
 
 
+class Validated(Tiny):
+    """Logs an epoch metric for the bar after each validation, as cnnrun's module logs val/loss and val/acc."""
+
+    def validation_step(self, batch, batch_idx):
+        pass
+
+    def on_validation_epoch_end(self):
+        self.log("seen", float(self.current_epoch + 1), prog_bar=True)
+
+
+def test_the_training_thread_never_draws_the_bars_and_gathers_their_metrics_at_epoch_ends(monkeypatch):
+    """Drawing the display is the refresh thread's work: during a fit of 3 epochs of 6 batches, the training thread
+    draws it only when the bar starts and when it stops (rich's ``add_task`` and ``reset``, at every epoch's and
+    every validation's start, drew it there too); the metrics it shows are gathered at the end of each epoch, after
+    its validation, not after every batch, and the last frame shows the last epoch's."""
+    from rich.live import Live
+
+    draws, gathered = [], []
+    live_refresh, get_metrics = Live.refresh, RunProgressBar.get_metrics
+    monkeypatch.setattr(Live, "refresh", lambda live: (draws.append(threading.current_thread()), live_refresh(live)))
+    monkeypatch.setattr(RunProgressBar, "get_metrics",
+                        lambda bar, trainer, module: (gathered.append(trainer.global_step),
+                                                      get_metrics(bar, trainer, module))[1])
+    buf = io.StringIO()
+    bar = RunProgressBar(refresh_rate=50, console_kwargs={"file": buf, "force_terminal": True, "width": 160,
+                                                          "color_system": None})
+    trainer = pl.Trainer(max_epochs=3, callbacks=[bar], logger=False, enable_checkpointing=False,
+                         enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0)
+    trainer.fit(Validated(), loader(), loader(8))
+    assert trainer.global_step == 18
+    assert draws.count(threading.current_thread()) == 2  # the start and the stop
+    assert gathered == [6, 6, 12, 12, 18, 18]  # at the end of each validation and of each epoch, not per batch
+    assert "Epoch 3/3" in buf.getvalue() and "seen: 3.000" in buf.getvalue()
+
+
 def fake_trainer(epoch, epochs=40):
     return SimpleNamespace(current_epoch=epoch, max_epochs=epochs, is_global_zero=True,
                            accelerator=SimpleNamespace())
