@@ -24,6 +24,7 @@ ELSEWHERE = {
     "data/moving_digits.py": ["data/test_generated.py"],
     "data/splits.py": ["data/test_data.py", "data/test_knobs.py"],
     "data/synthetic.py": ["data/test_generated.py"],
+    "data/torchvision_layout.py": ["data/test_torchvision_sets.py", "cli/test_errors.py"],
     "layers/basic.py": ["layers/test_semantics.py", "layers/test_layer_arguments.py"],
     "layers/blocks.py": ["zoo/test_blocks.py"],
     "layers/conv.py": ["layers/test_semantics.py", "layers/test_transposed_same.py"],
