@@ -63,8 +63,8 @@ def _running(pid: int) -> bool:
 
 def remove_stray_temporaries(folder: str | os.PathLike) -> tuple[int, int]:
     """Remove the temporary files below ``folder`` whose writer no longer runs (a process killed while writing);
-    how many were removed, and their bytes. A folder that a run takes over again (a resume) calls this first, so that killed attempts do
-    not pile up partial checkpoints. Files of a writer still running on this machine stay."""
+    how many were removed, and their bytes. A folder that a run takes over again (a resume) calls this first, so
+    that killed attempts do not pile up partial checkpoints. Files of a writer still running on this machine stay."""
     removed = freed = 0
     for path in Path(folder).rglob(f".*{TEMP_SUFFIX}"):
         pid = writer_pid(path)

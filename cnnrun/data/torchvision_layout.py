@@ -81,7 +81,7 @@ def check(name: str, cfg: dict[str, Any]) -> None:
 
 def check_files(name: str, cfg: dict[str, Any]) -> None:
     """Without ``data.download``, the files must be in ``data.root``: a run that will read them says so before
-    Lightning loads, not seconds later when it reads them."""
+    torch loads, not seconds later when it reads them."""
     spec = SETS[name]
     root = Path(os.path.expanduser(str(cfg["root"]))).resolve()
     missing = missing_files(spec, root)
