@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from cnnrun import compose, run
+from overhead import callback_in_cnnrun  # benchmarks/, this script's folder
 
 # overrides, and the epochs of the fit (all but the first are timed): digits has 1,293 training images, so its
 # epochs are short and many
@@ -95,22 +96,10 @@ def train_clock():
 def timed_fit(overrides: list[str], epochs: int) -> dict:
     """One fit through cnnrun's ``run()``, its training epochs clocked (a callback added to its Trainer): the
     training seconds of the epochs after the first, the first epoch's, the whole fit's, and the run's record."""
-    import cnnrun.train.fit as fit
-
-    clock, make_trainer = train_clock(), fit.make_trainer
-
-    def clocked_trainer(*args, **kwargs):
-        trainer = make_trainer(*args, **kwargs)
-        trainer.callbacks.append(clock)
-        return trainer
-
-    fit.make_trainer = clocked_trainer
-    try:
-        with tempfile.TemporaryDirectory() as out:
-            metrics = run(compose([*QUIET, *overrides, f"trainer.max_epochs={epochs}"]), output_dir=out)
-            record = json.loads((Path(out) / "metrics.json").read_text())
-    finally:
-        fit.make_trainer = make_trainer
+    clock = train_clock()
+    with callback_in_cnnrun(clock), tempfile.TemporaryDirectory() as out:
+        metrics = run(compose([*QUIET, *overrides, f"trainer.max_epochs={epochs}"]), output_dir=out)
+        record = json.loads((Path(out) / "metrics.json").read_text())
     spans = [end - start for start, end in zip(clock.starts, clock.ends)]
     return {"timed_s": sum(spans[1:]), "timed_epochs": len(spans) - 1, "timed_images": sum(clock.images[1:]),
             "first_epoch_s": spans[0], "fit_s": record["fit_s"], "metrics": metrics}

@@ -24,12 +24,13 @@ the per-epoch cost times the epochs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -163,24 +164,32 @@ def bare_lightning(epochs: int, seed: int = 0, workload: Sequence[str] = ()) -> 
     return Timing(time.perf_counter() - start, per_epoch(clock.starts, clock.end))
 
 
-def cnnrun_fit(epochs: int, progress_bar: bool, workload: Sequence[str] = ()) -> Timing:
-    """cnnrun's run; its fit time from metrics.json, its epochs clocked by a callback added to its Trainer."""
+@contextlib.contextmanager
+def callback_in_cnnrun(callback) -> Iterator[None]:
+    """cnnrun's runs inside the block train with ``callback`` added to their Trainer (a clock: ``epoch_clock``, or
+    ``gpu.py``'s)."""
     import cnnrun.train.fit as fit
 
-    clock, make_trainer = epoch_clock(), fit.make_trainer
+    make_trainer = fit.make_trainer
 
-    def clocked_trainer(*args, **kwargs):
+    def with_callback(*args, **kwargs):
         trainer = make_trainer(*args, **kwargs)
-        trainer.callbacks.append(clock)
+        trainer.callbacks.append(callback)
         return trainer
 
-    fit.make_trainer = clocked_trainer
+    fit.make_trainer = with_callback
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            run(compose(overrides(epochs, progress_bar, workload)), output_dir=tmp)
-            fit_s = json.loads((Path(tmp) / "metrics.json").read_text())["fit_s"]
+        yield
     finally:
         fit.make_trainer = make_trainer
+
+
+def cnnrun_fit(epochs: int, progress_bar: bool, workload: Sequence[str] = ()) -> Timing:
+    """cnnrun's run; its fit time from metrics.json, its epochs clocked by a callback added to its Trainer."""
+    clock = epoch_clock()
+    with callback_in_cnnrun(clock), tempfile.TemporaryDirectory() as tmp:
+        run(compose(overrides(epochs, progress_bar, workload)), output_dir=tmp)
+        fit_s = json.loads((Path(tmp) / "metrics.json").read_text())["fit_s"]
     return Timing(fit_s, per_epoch(clock.starts, clock.end))
 
 
