@@ -182,12 +182,13 @@ def confusion_figure(matrix: torch.Tensor):
     ax.imshow(counts, cmap="Blues", vmin=0, vmax=max(int(counts.max()), 1), interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
-    classes = [str(k) for k in range(0, n, _tick_step(n))]
-    columns = glyph_labels(classes, [(int(k), n - 0.5) for k in classes], ["black"] * len(classes), CLASS_PT, ax,
-                           anchor="top", gap=CLASS_GAP_PT, label="predicted classes")
-    rows = glyph_labels(classes, [(-0.5, int(k)) for k in classes], ["black"] * len(classes), CLASS_PT, ax,
-                        anchor="right", gap=CLASS_GAP_PT, label="true classes")
-    ticks = [int(k) for k in classes]  # tick marks as the axes draw them (markers TICKDOWN, TICKLEFT), 2 points
+    ticks = range(0, n, _tick_step(n))
+    classes, black = [str(k) for k in ticks], ["black"] * len(ticks)
+    columns = glyph_labels(classes, [(k, n - 0.5) for k in ticks], black, CLASS_PT, ax, anchor="top",
+                           gap=CLASS_GAP_PT, label="predicted classes")
+    rows = glyph_labels(classes, [(-0.5, k) for k in ticks], black, CLASS_PT, ax, anchor="right", gap=CLASS_GAP_PT,
+                        label="true classes")
+    # tick marks as the axes draw them (markers TICKDOWN, TICKLEFT), 2 points long
     ax.plot(ticks, [n - 0.5] * len(ticks), linestyle="none", marker=3, markersize=2, markeredgewidth=0.8,
             color="black", clip_on=False, scalex=False, scaley=False)
     ax.plot([-0.5] * len(ticks), ticks, linestyle="none", marker=0, markersize=2, markeredgewidth=0.8,
@@ -196,8 +197,7 @@ def confusion_figure(matrix: torch.Tensor):
         labels.set_in_layout(True)  # the layout makes room for them as it would for tick labels
         labels.set_clip_on(False)
         ax.add_collection(labels, autolim=False)
-    high = max(_size(k, CLASS_PT)[1] for k in classes)
-    wide = max(_size(k, CLASS_PT)[0] for k in classes)
+    wide, high = (max(extent) for extent in zip(*(_size(k, CLASS_PT) for k in classes)))
     ax.set_xlabel("predicted class", fontsize=10, labelpad=CLASS_GAP_PT + high + 3)
     ax.set_ylabel("true class", fontsize=10, labelpad=CLASS_GAP_PT + wide + 4)
     total = int(counts.sum())

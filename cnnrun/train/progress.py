@@ -7,8 +7,8 @@ import time
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import RichProgressBar
 from lightning_fabric.utilities.imports import _IS_INTERACTIVE
+from pytorch_lightning.callbacks import RichProgressBar
 from pytorch_lightning.callbacks.progress import rich_progress
 
 # A run whose first epoch says it will take longer than this (seconds) gets the one-line hint.
